@@ -1,0 +1,153 @@
+"""Reference images: loading from any common form and letterboxing to the video size (SPEC §3).
+
+Each reference is converted to RGB (RGBA composited on white), resized with LANCZOS so that it
+fits inside (height, width) keeping its aspect ratio, padded centred with white to exactly
+(height, width), and scaled to [-1, 1]. The VAE then encodes every reference as its own frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ReferenceInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+WHITE = (255, 255, 255)
+
+
+def load_reference(source: ReferenceInput, index: int = 0) -> Image.Image:
+    """One reference as an RGB PIL image; transparency is composited on white.
+
+    Accepts a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4), uint8 or float in
+    [0, 1], or a tensor (3|4, H, W) / (H, W, 3|4) float in [0, 1] or uint8.
+    `index` only names the reference in error messages.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        image = _open_image(Path(source), index)
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, torch.Tensor):
+        image = _array_to_image(_tensor_to_hwc(source, index), index)
+    elif isinstance(source, np.ndarray):
+        image = _array_to_image(source, index)
+    else:
+        raise TypeError(
+            f"reference {index}: expected a path, PIL image, numpy array or tensor, got {type(source).__name__}"
+        )
+    return to_rgb_on_white(image)
+
+
+def to_rgb_on_white(image: Image.Image) -> Image.Image:
+    """RGB copy of `image`; any transparency (RGBA, LA, P with transparency) is composited on white."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def fit_size(image_width: int, image_height: int, height: int, width: int) -> tuple[int, int]:
+    """(new_width, new_height) of an image resized to fit inside (height, width), aspect preserved.
+
+    SPEC §3: with r = image width / image height, (W, int(W / r)) if r > W / H else (int(H * r), H).
+    """
+    ratio = image_width / image_height
+    if ratio > width / height:
+        return width, max(1, int(width / ratio))
+    return max(1, int(height * ratio)), height
+
+
+def letterbox(image: Image.Image, height: int, width: int) -> Image.Image:
+    """Resize with LANCZOS to fit inside (height, width) and pad centred with white to exactly that size."""
+    new_width, new_height = fit_size(image.width, image.height, height, width)
+    resized = image.resize((new_width, new_height), Image.LANCZOS)
+    canvas = Image.new("RGB", (width, height), WHITE)
+    canvas.paste(resized, ((width - new_width) // 2, (height - new_height) // 2))
+    return canvas
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1] as (x - 127.5) / 127.5."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy((array - 127.5) / 127.5).permute(2, 0, 1).contiguous()
+
+
+def prepare_references(sources: list[ReferenceInput], height: int, width: int) -> torch.Tensor:
+    """Load and letterbox every reference. Returns (S, 3, height, width) float32 in [-1, 1]."""
+    if not sources:
+        return torch.empty(0, 3, height, width)
+    tensors = [image_to_tensor(letterbox(load_reference(s, i), height, width)) for i, s in enumerate(sources)]
+    return torch.stack(tensors)
+
+
+def reference_fingerprint(source: ReferenceInput) -> str:
+    """sha256 of a reference: of the file's bytes for a path, of the decoded RGB pixels otherwise."""
+    if isinstance(source, (str, os.PathLike)):
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    image = load_reference(source)
+    return hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()
+
+
+def _open_image(path: Path, index: int) -> Image.Image:
+    if not path.is_file():
+        raise FileNotFoundError(f"reference {index}: {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"reference {index}: {path} is an empty file (0 bytes); re-export the image")
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return handle.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(
+            f"reference {index}: {path} is not a readable image ({error}); use a PNG, JPEG or WebP file"
+        ) from error
+
+
+def _tensor_to_hwc(tensor: torch.Tensor, index: int) -> np.ndarray:
+    array = tensor.detach().cpu()
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.permute(1, 2, 0)
+    elif array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"reference {index}: tensor shape {tuple(tensor.shape)} is ambiguous between (C, H, W) and "
+            "(H, W, C); pass a PIL image or a numpy (H, W, C) array"
+        )
+    if array.dtype == torch.bfloat16 or array.dtype == torch.float16:
+        array = array.float()
+    return array.numpy()
+
+
+def _array_to_image(array: np.ndarray, index: int) -> Image.Image:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"reference {index}: array shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"reference {index}: array shape {array.shape} has an empty side")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"reference {index}: array dtype {array.dtype} must be uint8 or float in [0, 1]")
+        if not np.isfinite(array).all():
+            raise ValueError(f"reference {index}: array has NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                f"reference {index}: float array values span [{array.min():.3g}, {array.max():.3g}]; "
+                "expected [0, 1] (or pass uint8)"
+            )
+        array = np.round(array * 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
