@@ -11,7 +11,9 @@ import sys
 from importlib import import_module
 
 # One line per area; the order is the order of `--help`.
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES = [
+    "kaleido_s2v.models.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
         # User-facing failures are raised with actionable messages; print them without a traceback.
         print(f"kaleido-s2v {args.command}: error: {error}", file=sys.stderr)
         return 2
