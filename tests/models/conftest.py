@@ -19,6 +19,11 @@ TINY_CONFIG = dict(
 )
 
 
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return dict(TINY_CONFIG)
+
+
 @pytest.fixture(scope="module")
 def wan_model() -> WanTransformer3DModel:
     """diffusers' own Wan transformer, tiny, random but non-trivial weights."""
