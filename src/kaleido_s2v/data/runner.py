@@ -1,0 +1,385 @@
+"""Run the stages over the inputs, record every result in the manifest, skip finished work.
+
+The runner goes stage by stage. For each item that passed the previous stage it computes the
+fingerprint of (stage, backend, model files, config, upstream fingerprint); a result already in
+the manifest under that fingerprint is reused, anything else is executed. Executors:
+
+- `local` (default): in-process for `workers=1`, else a process pool whose workers build the stages
+  once (a model stage loads its model once per worker);
+- `ray`: Ray Data `map_batches` over an actor pool of `workers` actors per stage, the same stage code.
+
+Results are written to the manifest one item at a time, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaleido_s2v.data.config import STAGE_NAMES, PipelineConfig
+from kaleido_s2v.data.manifest import Manifest
+from kaleido_s2v.data.stages.base import FAILED, OK, Context, StageResult, file_sha256, fingerprint
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+
+def build_stages(config: PipelineConfig) -> list:
+    from kaleido_s2v.data.stages.caption import CaptionStage
+    from kaleido_s2v.data.stages.detect import DetectStage
+    from kaleido_s2v.data.stages.export import ExportStage
+    from kaleido_s2v.data.stages.filter import FilterStage
+    from kaleido_s2v.data.stages.probe import ProbeStage
+    from kaleido_s2v.data.stages.references import ReferencesStage
+    from kaleido_s2v.data.stages.segment import SegmentStage
+    from kaleido_s2v.data.stages.split import SplitStage
+
+    classes = {
+        "probe": ProbeStage,
+        "split": SplitStage,
+        "caption": CaptionStage,
+        "detect": DetectStage,
+        "segment": SegmentStage,
+        "filter": FilterStage,
+        "references": ReferencesStage,
+        "export": ExportStage,
+    }
+    return [classes[name](getattr(config, name)) for name in STAGE_NAMES]
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def discover_inputs(inputs: tuple[str, ...]) -> list[Path]:
+    """Expand files, folders and globs into a sorted, de-duplicated list of files.
+
+    Files named explicitly are kept whatever their suffix (a bad input is rejected by `probe`, with a
+    reason); folders and globs contribute video files only.
+    """
+    found: set[Path] = set()
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_file():
+            found.add(path.resolve())
+        elif path.is_dir():
+            found.update(
+                p.resolve() for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+            )
+        else:
+            matches = [Path(p) for p in glob.glob(entry, recursive=True)]
+            if not matches:
+                raise FileNotFoundError(f"input {entry} matches no file or folder")
+            found.update(p.resolve() for p in matches if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    return sorted(found)
+
+
+def item_seed(base_seed: int, item_id: str) -> int:
+    return int(hashlib.sha256(f"{base_seed}:{item_id}".encode()).hexdigest()[:8], 16)
+
+
+def video_item(path: Path, base_seed: int) -> tuple[dict, str]:
+    """(item, source fingerprint): the id is the sanitised file stem plus 8 hex digits of its content."""
+    content = file_sha256(path)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-")[:48] or "video"
+    item_id = f"{stem}-{content[:8]}"
+    sidecars = [path.with_suffix(".json"), path.parent.parent / "labels" / f"{path.stem}.txt"]
+    source_fp = fingerprint(content, [file_sha256(p) if p.is_file() else "" for p in sidecars])
+    return {"id": item_id, "source": str(path), "seed": item_seed(base_seed, item_id)}, source_fp
+
+
+# ------------------------------------------------------------------------------------------------ execution
+
+
+@dataclass(frozen=True)
+class Task:
+    stage: str
+    item: dict
+    context: Context
+
+
+def execute(stage, task: Task) -> dict:
+    """Run one stage on one item; never raises for bad data (returns a `failed` result instead)."""
+    start = time.perf_counter()
+    try:
+        result = stage.run(task.item, task.context)
+    except Exception as error:  # recorded as a failure with its reason; the run goes on
+        result = StageResult(FAILED, f"{type(error).__name__}: {str(error)[:300]}")
+    shas = {name: file_sha256(task.context.run_dir / rel) for name, rel in sorted(result.artifacts.items())}
+    return {
+        "status": result.status,
+        "reason": result.reason,
+        "data": result.data,
+        "artifacts": result.artifacts,
+        "artifact_sha256": shas,
+        "seconds": time.perf_counter() - start,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+_WORKER_STAGES: dict = {}
+
+
+def _init_worker(config: PipelineConfig) -> None:
+    global _WORKER_STAGES
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_STAGES = {stage.name: stage for stage in build_stages(config)}
+
+
+def _run_in_worker(task: Task) -> dict:
+    return execute(_WORKER_STAGES[task.stage], task)
+
+
+class LocalExecutor:
+    """In-process for one worker, else a process pool whose workers build every stage once."""
+
+    def __init__(self, config: PipelineConfig, stages: list):
+        self.config, self.stages = config, {s.name: s for s in stages}
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, tasks: list[Task]):
+        if self.config.workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield task, execute(self.stages[task.stage], task)
+            return
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.config.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.config,),
+            )
+        futures = {self._pool.submit(_run_in_worker, task): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+class _RayStageActor:
+    """A Ray actor that builds the stages once and runs batches of pickled tasks."""
+
+    def __init__(self, config: PipelineConfig):
+        _init_worker(config)
+
+    def __call__(self, batch: dict) -> dict:
+        import pickle
+
+        outputs = []
+        for blob in batch["task"]:
+            task = pickle.loads(blob)
+            outputs.append(pickle.dumps((task.item["id"], _run_in_worker(task))))
+        return {"result": outputs}
+
+
+class RayExecutor:
+    """Ray Data over an actor pool per stage (`workers` actors, one CPU each)."""
+
+    def __init__(self, config: PipelineConfig, stages: list):
+        try:
+            import ray
+        except ImportError as error:
+            raise ImportError('the ray executor needs Ray: pip install "kaleido-s2v[ray]"') from error
+        self.config = config
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+            self._owns_ray = True
+        else:
+            self._owns_ray = False
+
+    def map(self, tasks: list[Task]):
+        import pickle
+
+        import numpy as np
+        import ray
+
+        if not tasks:
+            return
+        by_id = {task.item["id"]: task for task in tasks}
+        dataset = ray.data.from_items([{"task": pickle.dumps(task)} for task in tasks])
+        dataset = dataset.map_batches(
+            _RayStageActor,
+            fn_constructor_args=(self.config,),
+            batch_size=1,
+            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self.config.workers, len(tasks))),
+            batch_format="numpy",
+        )
+        for row in dataset.iter_rows():
+            blob = row["result"]
+            item_id, result = pickle.loads(blob.tobytes() if isinstance(blob, np.ndarray) else blob)
+            yield by_id[item_id], result
+
+    def close(self) -> None:
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    funnel: dict
+    current: set  # (item id, stage, fingerprint) of this run's results
+    executed: int  # stage calls actually run (the rest came from the manifest)
+    exported: list[str]
+    shards: list[Path]
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="item")
+
+
+def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
+    """Run (or resume) the whole pipeline described by `config`; returns the funnel and what ran."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stages = build_stages(config)
+    manifest = Manifest(run_dir)
+    executor = RayExecutor(config, stages) if config.executor == "ray" else LocalExecutor(config, stages)
+
+    items: list[dict] = []
+    upstream_fp: dict[str, str] = {}  # item id -> fingerprint of its latest result
+    upstream: dict[str, dict[str, dict]] = {}  # item id -> stage -> data (+ "artifacts")
+    for path in discover_inputs(config.inputs):
+        item, source_fp = video_item(path, config.seed)
+        if item["id"] not in upstream_fp:
+            items.append(item)
+            upstream_fp[item["id"]], upstream[item["id"]] = source_fp, {}
+
+    current: set = set()
+    rows_of: dict[str, dict[str, dict]] = {name: {} for name in STAGE_NAMES}
+    executed = 0
+    try:
+        for stage in stages:
+            parts = stage.fingerprint_parts()
+            tasks, fps = [], {}
+            for item in items:
+                key_parts = [stage.name, parts, upstream_fp[item["id"]]]
+                siblings = {}
+                if stage.group:
+                    siblings = {
+                        o["id"]: (o, upstream[o["id"]]) for o in items if o["video_id"] == item["video_id"]
+                    }
+                    key_parts.append(sorted((sid, upstream_fp[sid]) for sid in siblings))
+                fp = fingerprint(*key_parts)
+                fps[item["id"]] = fp
+                row = manifest.get(item["id"], stage.name, fp)
+                if row is not None and not (row["status"] == FAILED and config.retry_failed):
+                    continue
+                context = Context(
+                    run_dir=run_dir,
+                    artifact_dir=Path("artifacts") / stage.name / item["id"] / fp[:12],
+                    upstream=upstream[item["id"]],
+                    siblings=siblings,
+                    fingerprint=fp,
+                )
+                tasks.append(Task(stage.name, item, context))
+            for task, result in _progress(executor.map(tasks), len(tasks), stage.name, progress):
+                item = task.item
+                manifest.append(
+                    [
+                        {
+                            "item_id": item["id"],
+                            "stage": stage.name,
+                            "fingerprint": fps[item["id"]],
+                            "status": result["status"],
+                            "reason": result["reason"],
+                            "backend": str(stage.fingerprint_parts()["backend"]),
+                            "parent_id": item.get("video_id", ""),
+                            "seed": int(item["seed"]),
+                            "data": json.dumps(result["data"], sort_keys=True),
+                            "artifacts": json.dumps(result["artifacts"], sort_keys=True),
+                            "artifact_sha256": json.dumps(result["artifact_sha256"], sort_keys=True),
+                            "seconds": float(result["seconds"]),
+                            "worker": result["worker"],
+                        }
+                    ]
+                )
+                executed += 1
+            survivors = []
+            for item in items:
+                row = manifest.get(item["id"], stage.name, fps[item["id"]])
+                current.add((item["id"], stage.name, fps[item["id"]]))
+                rows_of[stage.name][item["id"]] = row
+                if row["status"] != OK:
+                    continue
+                data = json.loads(row["data"])
+                upstream[item["id"]][stage.name] = {**data, "artifacts": json.loads(row["artifacts"])}
+                upstream_fp[item["id"]] = fps[item["id"]]
+                survivors.append(item)
+            if stage.name == "split":  # fan out: videos -> clips
+                clips = []
+                for video in survivors:
+                    for clip in upstream[video["id"]]["split"]["clips"]:
+                        clip = {**clip, "seed": item_seed(config.seed, clip["id"])}
+                        clips.append(clip)
+                        upstream_fp[clip["id"]] = upstream_fp[video["id"]]
+                        upstream[clip["id"]] = {}
+                survivors = clips
+            items = survivors
+    finally:
+        executor.close()
+    exported = [item["id"] for item in items]
+    export_stage = stages[-1]
+    shards = export_stage.finalize(run_dir, exported)
+    manifest.compact()
+    funnel = funnel_report(rows_of)
+    from kaleido_s2v.atomic import write_json_atomic
+
+    write_json_atomic(run_dir / "funnel.json", funnel)
+    write_json_atomic(
+        run_dir / "run.json",
+        {"current": sorted(map(list, current)), "exported": exported, "shards": [p.name for p in shards]},
+    )
+    return RunSummary(run_dir, funnel, current, executed, exported, shards)
+
+
+def funnel_report(rows_of: dict[str, dict[str, dict]]) -> dict:
+    """Per stage: items in, kept, and the reasons of every rejection and failure (shots and subjects too)."""
+    funnel = {}
+    for stage, rows in rows_of.items():
+        statuses = Counter(r["status"] for r in rows.values())
+        reasons = Counter(f"{r['status']}:{r['reason']}" for r in rows.values() if r["status"] != OK)
+        entry = {"in": len(rows), "kept": statuses.get(OK, 0), "dropped": dict(sorted(reasons.items()))}
+        if stage == "split":
+            shots = [
+                s
+                for r in rows.values()
+                if r["status"] != FAILED
+                for s in json.loads(r["data"]).get("shots", [])
+            ]
+            entry["shots"] = {
+                "total": len(shots),
+                "clipped": sum(1 for s in shots if s["clips"]),
+                "dropped": dict(Counter(s["reason"] for s in shots if s["reason"])),
+            }
+            entry["clips"] = sum(s["clips"] for s in shots)
+        if stage == "filter":
+            subjects = [s for r in rows.values() for s in json.loads(r["data"]).get("rejected_subjects", [])]
+            entry["subjects_dropped"] = dict(sorted(Counter(s["reason"] for s in subjects).items()))
+        funnel[stage] = entry
+    return funnel

@@ -1,0 +1,1 @@
+"""Pipeline stages: one module each, every one with named offline and model-backed backends."""

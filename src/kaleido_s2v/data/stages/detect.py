@@ -1,0 +1,158 @@
+"""Stage `detect`: subject boxes on the clip's keyframe (its middle frame).
+
+Backends: `motion` (offline: pixels that differ from the shot's temporal-median background, grouped
+into connected regions; plus faces from scikit-image's LBP frontal-face cascade), `ground_truth`
+(the procedural scene's boxes), `grounding_dino` (the Grounding DINO wrapper, prompted with the
+caption's subject words). A clip with no subject is rejected with reason `no_subject`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kaleido_s2v.data.masks import rle_encode
+from kaleido_s2v.data.stages.base import (
+    Context,
+    StageResult,
+    check_backend,
+    config_dict,
+    import_backends,
+    model_files_fingerprint,
+    require_model_path,
+)
+
+BACKENDS = ("motion", "ground_truth", "grounding_dino")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    backend: str = "motion"
+    max_subjects: int = 3
+    # motion backend
+    diff_threshold: int = 30  # max channel difference from the background, 0..255
+    min_area: float = 0.004  # fraction of the frame
+    faces: bool = True
+    # grounding_dino backend
+    model_path: str | None = None
+    device: str = "cpu"
+    box_threshold: float = 0.25
+    text_threshold: float = 0.25
+
+
+def motion_regions(
+    background: np.ndarray, frame: np.ndarray, diff_threshold: int, min_area: float
+) -> list[np.ndarray]:
+    """Connected regions of `frame` that differ from `background`, largest first, as (H, W) bool masks."""
+    import cv2
+
+    diff = np.abs(frame.astype(np.int16) - background.astype(np.int16)).max(axis=-1)
+    foreground = (diff > diff_threshold).astype(np.uint8)
+    size = max(3, (min(frame.shape[:2]) // 32) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, kernel)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    minimum = min_area * frame.shape[0] * frame.shape[1]
+    order = sorted(range(1, count), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+    return [labels == i for i in order if stats[i, cv2.CC_STAT_AREA] >= minimum]
+
+
+def detect_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Frontal faces (x0, y0, x1, y1) by scikit-image's bundled LBP cascade."""
+    from skimage import data as skdata
+    from skimage.color import rgb2gray
+    from skimage.feature import Cascade
+
+    if min(image.shape[:2]) < 24:
+        return []
+    cascade = Cascade(skdata.lbp_frontal_face_cascade_filename())
+    found = cascade.detect_multi_scale(
+        img=rgb2gray(image),
+        scale_factor=1.2,
+        step_ratio=1,
+        min_size=(24, 24),
+        max_size=tuple(image.shape[:2]),
+    )
+    return [(f["c"], f["r"], f["c"] + f["width"], f["r"] + f["height"]) for f in found]
+
+
+class DetectStage:
+    name = "detect"
+    group = False
+
+    def __init__(self, config: DetectConfig):
+        check_backend(self.name, config.backend, BACKENDS)
+        if config.backend == "grounding_dino":
+            require_model_path(self.name, config.backend, config.model_path)
+        self.config = config
+        self._model = None
+
+    def fingerprint_parts(self) -> dict:
+        return {
+            "backend": self.config.backend,
+            "config": config_dict(self.config),
+            "model": model_files_fingerprint(self.config.model_path),
+        }
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        from kaleido_s2v.data.masks import mask_box
+        from kaleido_s2v.data.stages.frames import keyframe_index, read_keyframe, read_shot_frames
+
+        key = keyframe_index(item)
+        source_frame = item["source_frames"][key]
+        subjects = context.upstream["caption"].get("subjects", [])
+        detections: list[dict] = []
+        if self.config.backend == "ground_truth":
+            from kaleido_s2v.data.synthetic import GroundTruth
+
+            truth = GroundTruth.for_video(item["source"])
+            if truth is None:
+                return StageResult.reject("no_ground_truth")
+            for s in truth.subjects_at(source_frame):
+                detections.append({"label": s["label"], "box": [float(v) for v in s["box"]], "score": 1.0})
+        elif self.config.backend == "motion":
+            frame = read_keyframe(context.run_dir, item)
+            background = np.median(read_shot_frames(item), axis=0).astype(np.uint8)
+            label = subjects[0] if len(subjects) == 1 else "object"
+            for mask in motion_regions(background, frame, self.config.diff_threshold, self.config.min_area):
+                box = mask_box(mask)
+                detections.append(
+                    {
+                        "label": label,
+                        "box": [float(v) for v in box],
+                        "score": float(mask.mean()),
+                        "hint": rle_encode(mask),
+                    }
+                )
+            if self.config.faces:
+                for box in detect_faces(frame):
+                    detections.append({"label": "face", "box": [float(v) for v in box], "score": 1.0})
+        else:
+            if not subjects:
+                return StageResult.reject("no_subject_words")
+            if self._model is None:
+                backends = import_backends()
+                self._model = backends.GroundingDinoDetector.from_pretrained(
+                    self.config.model_path,
+                    device=self.config.device,
+                    box_threshold=self.config.box_threshold,
+                    text_threshold=self.config.text_threshold,
+                )
+            frame = read_keyframe(context.run_dir, item)
+            for d in self._model.detect(frame, list(subjects)):
+                detections.append(
+                    {"label": d.label, "box": [float(v) for v in d.box], "score": float(d.score)}
+                )
+        detections = sorted(detections, key=lambda d: -d["score"])[: self.config.max_subjects]
+        data = {
+            "keyframe": key,
+            "source_frame": source_frame,
+            "detections": detections,
+            "source": Path(item["source"]).name,
+        }
+        if not detections:
+            return StageResult.reject("no_subject", data)
+        return StageResult.ok(data)

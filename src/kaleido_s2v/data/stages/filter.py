@@ -1,0 +1,167 @@
+"""Stage `filter`: keep the subjects (and clips) worth training on; every rejection has a reason.
+
+Clip reasons: `dark`, `blurry`, `no_subject_kept`. Subject reasons: `empty_mask`, `too_small`,
+`too_large`, `fragmented`, `overlap`, `no_face` (a person-like label without a detected face),
+`low_similarity` (image–text similarity of the crop and its label, `clip` backend only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kaleido_s2v.data.masks import box_iou, rle_decode
+from kaleido_s2v.data.stages.base import (
+    Context,
+    StageResult,
+    check_backend,
+    config_dict,
+    import_backends,
+    model_files_fingerprint,
+    require_model_path,
+)
+
+BACKENDS = ("offline", "clip")
+PEOPLE_WORDS = ("person", "man", "woman", "boy", "girl", "child", "people", "lady", "guy", "human")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    backend: str = "offline"
+    min_area: float = 0.01  # mask area as a fraction of the frame
+    max_area: float = 0.9
+    max_overlap_iou: float = 0.5  # box IoU between two subjects; the lower-scored one is dropped
+    max_fragments_share: float = 0.3  # share of the mask outside its largest connected part
+    require_face_for_people: bool = True
+    dark_threshold: float = 20.0  # mean luma below this rejects the clip
+    blur_threshold: float = 5.0  # Laplacian variance below this rejects the clip
+    min_similarity: float = 0.2  # clip backend
+    model_path: str | None = None
+    device: str = "cpu"
+
+
+def colour_histogram(image: np.ndarray, mask: np.ndarray) -> list[float]:
+    """L1-normalised 8x4x4 HSV histogram of the masked pixels (the offline appearance descriptor)."""
+    import cv2
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1, 2], mask.astype(np.uint8), [8, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
+    total = hist.sum()
+    return (hist / total).round(6).tolist() if total else hist.tolist()
+
+
+def largest_part_share(mask: np.ndarray) -> float:
+    import cv2
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return 0.0
+    return float(stats[1:, cv2.CC_STAT_AREA].max() / mask.sum())
+
+
+def is_person(label: str) -> bool:
+    words = label.lower().replace(",", " ").split()
+    return any(w in PEOPLE_WORDS or w.rstrip("s") in PEOPLE_WORDS for w in words)
+
+
+class FilterStage:
+    name = "filter"
+    group = False
+
+    def __init__(self, config: FilterConfig):
+        check_backend(self.name, config.backend, BACKENDS)
+        if config.backend == "clip":
+            require_model_path(self.name, config.backend, config.model_path)
+        self.config = config
+        self._model = None
+
+    def fingerprint_parts(self) -> dict:
+        return {
+            "backend": self.config.backend,
+            "config": config_dict(self.config),
+            "model": model_files_fingerprint(self.config.model_path),
+        }
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        import cv2
+
+        from kaleido_s2v.data.stages.detect import detect_faces
+        from kaleido_s2v.data.stages.frames import read_keyframe
+
+        c = self.config
+        detected, segmented = context.upstream["detect"], context.upstream["segment"]
+        image = read_keyframe(context.run_dir, item)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        quality = {
+            "luma": round(float(grey.mean()), 3),
+            "sharpness": round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 3),
+        }
+        base = {
+            "keyframe": detected["keyframe"],
+            "source_frame": detected["source_frame"],
+            "quality": quality,
+        }
+        if quality["luma"] < c.dark_threshold:
+            return StageResult.reject("dark", base)
+        if quality["sharpness"] < c.blur_threshold:
+            return StageResult.reject("blurry", base)
+        frame_area = image.shape[0] * image.shape[1]
+        candidates, rejected = [], []
+        for d, rle in zip(detected["detections"], segmented["masks"], strict=True):
+            mask = rle_decode(rle)
+            area = mask.sum() / frame_area
+            reason = ""
+            if mask.sum() == 0:
+                reason = "empty_mask"
+            elif area < c.min_area:
+                reason = "too_small"
+            elif area > c.max_area:
+                reason = "too_large"
+            elif 1 - largest_part_share(mask) > c.max_fragments_share:
+                reason = "fragmented"
+            elif c.require_face_for_people and is_person(d["label"]):
+                x0, y0, x1, y1 = (int(round(v)) for v in d["box"])
+                if not detect_faces(image[y0:y1, x0:x1]):
+                    reason = "no_face"
+            if reason:
+                rejected.append({"label": d["label"], "reason": reason})
+            else:
+                candidates.append(
+                    {
+                        **{k: d[k] for k in ("label", "box", "score")},
+                        "mask": rle,
+                        "area": round(float(area), 6),
+                    }
+                )
+        kept: list[dict] = []
+        for cand in sorted(candidates, key=lambda s: -s["score"]):
+            if any(box_iou(cand["box"], k["box"]) > c.max_overlap_iou for k in kept):
+                rejected.append({"label": cand["label"], "reason": "overlap"})
+            else:
+                kept.append(cand)
+        if c.backend == "clip" and kept:
+            if self._model is None:
+                self._model = import_backends().ClipScorer.from_pretrained(c.model_path, device=c.device)
+            crops = []
+            for s in kept:
+                x0, y0, x1, y1 = (int(round(v)) for v in s["box"])
+                mask = rle_decode(s["mask"])[y0:y1, x0:x1]
+                crops.append(np.where(mask[..., None], image[y0:y1, x0:x1], 255).astype(np.uint8))
+            scores = np.asarray(
+                self._model.image_text_similarity(crops, [f"a photo of a {s['label']}" for s in kept])
+            )
+            still = []
+            for i, s in enumerate(kept):
+                s["similarity"] = round(float(scores[i, i]), 6)
+                if s["similarity"] < c.min_similarity:
+                    rejected.append({"label": s["label"], "reason": "low_similarity"})
+                else:
+                    still.append(s)
+            kept = still
+        for s in kept:
+            s["histogram"] = colour_histogram(image, rle_decode(s["mask"]))
+        data = {**base, "subjects": kept, "rejected_subjects": rejected}
+        if not kept:
+            return StageResult.reject("no_subject_kept", data)
+        return StageResult.ok(data)

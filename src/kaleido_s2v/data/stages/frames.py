@@ -1,0 +1,68 @@
+"""Frame access shared by the stages: decode with timestamps, pick frames, read clips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation time (seconds) of every frame in decode order, from the packets (no decoding)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+        base = float(stream.time_base)
+        start = stream.start_time or 0
+    return (np.sort(np.asarray(pts, dtype=np.float64)) - start) * base
+
+
+def decode_frames(path: str | os.PathLike, indices: list[int] | None = None) -> dict[int, np.ndarray]:
+    """Decode a video once, keeping frames whose index (decode order) is in `indices` (all when None).
+
+    Returns {index: (H, W, 3) uint8 RGB}.
+    """
+    import av
+
+    wanted = None if indices is None else set(indices)
+    out: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        last = max(wanted) if wanted else None
+        for index, frame in enumerate(container.decode(stream)):
+            if wanted is None or index in wanted:
+                out[index] = frame.to_ndarray(format="rgb24")
+            if last is not None and index >= last:
+                break
+    return out
+
+
+def read_clip(run_dir: Path, item: dict) -> np.ndarray:
+    """The clip of a clip item as (F, H, W, 3) uint8."""
+    from kaleido_s2v.video_io import read_video
+
+    frames, _ = read_video(run_dir / item["clip"])
+    return frames
+
+
+def keyframe_index(item: dict) -> int:
+    """The clip frame the image stages annotate: the middle one."""
+    return len(item["source_frames"]) // 2
+
+
+def read_keyframe(run_dir: Path, item: dict) -> np.ndarray:
+    frames = decode_frames(run_dir / item["clip"], [keyframe_index(item)])
+    return frames[keyframe_index(item)]
+
+
+def read_shot_frames(item: dict, max_frames: int = 32) -> np.ndarray:
+    """Up to `max_frames` source frames spread over the item's whole shot, (T, H, W, 3) uint8, cropped
+    the same way the clip was (to even sizes)."""
+    start, end = item["shot_range"]
+    picks = np.unique(np.linspace(start, end - 1, min(max_frames, end - start)).round().astype(int)).tolist()
+    frames = decode_frames(item["source"], picks)
+    height, width = item["height"], item["width"]
+    return np.stack([frames[i][:height, :width] for i in picks if i in frames])

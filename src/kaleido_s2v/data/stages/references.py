@@ -1,0 +1,314 @@
+"""Stage `references`: pick each subject's reference image from another shot and build its variant.
+
+Pairing modes (SPEC §9.3):
+- `cross_shot` (default): the reference comes from a clip of a different shot of the same source video.
+- `same_shot`: from another clip of the same shot whose keyframe lies at least `min_gap_frames`
+  source frames outside the target clip.
+- `naive`: the ablation's baseline: a box crop *with its background* from the target clip's own keyframe.
+Subjects are matched by label (`match: label`) or by colour-histogram similarity (`match: appearance`,
+for offline detections that carry no class names).
+
+Each subject gets one variant, drawn from `variants` with the item's seed:
+- `cutout`: the subject cut out on white;
+- `inpainted`: the subject kept pixel for pixel, everything else replaced: `opencv` composites it on a
+  clean plate (another shot's keyframe with its subjects removed by `cv2.inpaint`); `flux_fill`
+  repaints the rest with the FluxFill wrapper;
+- `pose`: `geometric` flips/rotates/scales the cut-out; `model` calls the pose wrapper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kaleido_s2v.data.masks import rle_decode
+from kaleido_s2v.data.stages.base import (
+    Context,
+    StageResult,
+    check_backend,
+    config_dict,
+    import_backends,
+    model_files_fingerprint,
+    require_model_path,
+)
+
+MODES = ("cross_shot", "same_shot", "naive")
+VARIANTS = ("cutout", "inpainted", "pose")
+
+
+@dataclass(frozen=True)
+class ReferencesConfig:
+    mode: str = "cross_shot"
+    match: str = "label"  # "label" | "appearance"
+    min_similarity: float = 0.5  # histogram intersection, appearance matching
+    min_gap_frames: int = 8  # same_shot mode
+    max_references: int = 3
+    variants: tuple[str, ...] = ("cutout", "inpainted", "pose")
+    padding: float = 0.1  # crop margin around the box, fraction of the box size
+    inpaint_backend: str = "opencv"  # "opencv" | "flux_fill"
+    inpaint_model_path: str | None = None
+    inpaint_prompt: str = "a plain, softly lit background"
+    pose_backend: str = "geometric"  # "geometric" | "model"
+    pose_model_path: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"references.mode must be one of {MODES}, got {self.mode!r}")
+        if self.match not in ("label", "appearance"):
+            raise ValueError(f"references.match must be 'label' or 'appearance', got {self.match!r}")
+        if not self.variants or set(self.variants) - set(VARIANTS):
+            raise ValueError(
+                f"references.variants must be a non-empty subset of {VARIANTS}, got {self.variants}"
+            )
+
+
+def histogram_similarity(a: list[float], b: list[float]) -> float:
+    return float(np.minimum(np.asarray(a), np.asarray(b)).sum())
+
+
+def padded_box(box: list[float], padding: float, height: int, width: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    px, py = (x1 - x0) * padding, (y1 - y0) * padding
+    return (
+        max(0, int(x0 - px)),
+        max(0, int(y0 - py)),
+        min(width, int(np.ceil(x1 + px))),
+        min(height, int(np.ceil(y1 + py))),
+    )
+
+
+def cutout_on_white(image: np.ndarray, mask: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = crop
+    return np.where(mask[y0:y1, x0:x1, None], image[y0:y1, x0:x1], 255).astype(np.uint8)
+
+
+def geometric_pose(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flip, rotate (±20°) and scale (0.8–1.0) a subject about its centre; the new background is white."""
+    import cv2
+
+    height, width = mask.shape
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    ys, xs = np.nonzero(mask)
+    centre = (float(xs.mean()), float(ys.mean())) if len(xs) else (width / 2, height / 2)
+    matrix = cv2.getRotationMatrix2D(centre, float(rng.uniform(-20, 20)), float(rng.uniform(0.8, 1.0)))
+    warped = cv2.warpAffine(
+        np.ascontiguousarray(image),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(255, 255, 255),
+    )
+    warped_mask = cv2.warpAffine(
+        np.ascontiguousarray(mask).astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST
+    ).astype(bool)
+    return warped, warped_mask
+
+
+def clean_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """The frame with its subjects removed: cv2.inpaint (Telea) over the dilated union of their masks."""
+    import cv2
+
+    if not masks:
+        return image.copy()
+    union = np.any(masks, axis=0).astype(np.uint8)
+    union = cv2.dilate(union, np.ones((5, 5), np.uint8))
+    return cv2.inpaint(np.ascontiguousarray(image), union, 5, cv2.INPAINT_TELEA)
+
+
+class ReferencesStage:
+    name = "references"
+    group = True  # reads the other clips of the same source video
+
+    def __init__(self, config: ReferencesConfig):
+        check_backend(self.name, config.inpaint_backend, ("opencv", "flux_fill"))
+        check_backend(self.name, config.pose_backend, ("geometric", "model"))
+        if config.inpaint_backend == "flux_fill" and "inpainted" in config.variants:
+            require_model_path(self.name, "flux_fill", config.inpaint_model_path)
+        if config.pose_backend == "model" and "pose" in config.variants:
+            require_model_path(self.name, "model", config.pose_model_path)
+        self.config = config
+        self._inpainter = None
+        self._pose_model = None
+
+    def fingerprint_parts(self) -> dict:
+        return {
+            "backend": f"{self.config.inpaint_backend}+{self.config.pose_backend}",
+            "config": config_dict(self.config),
+            "model": [
+                model_files_fingerprint(self.config.inpaint_model_path),
+                model_files_fingerprint(self.config.pose_model_path),
+            ],
+        }
+
+    # ---------------------------------------------------------------------------------------- pairing
+
+    def _candidates(self, item: dict, context: Context) -> list[tuple[dict, dict]]:
+        """(sibling item, its filter data) that may provide references, in a fixed order."""
+        out = []
+        lo, hi = min(item["source_frames"]), max(item["source_frames"])
+        for sibling_id in sorted(context.siblings):
+            sibling, upstream = context.siblings[sibling_id]
+            if sibling_id == item["id"] or "filter" not in upstream:
+                continue
+            if self.config.mode == "cross_shot" and sibling["shot"] != item["shot"]:
+                out.append((sibling, upstream["filter"]))
+            elif self.config.mode == "same_shot" and sibling["shot"] == item["shot"]:
+                frame = upstream["filter"]["source_frame"]
+                if frame < lo - self.config.min_gap_frames or frame > hi + self.config.min_gap_frames:
+                    out.append((sibling, upstream["filter"]))
+        return out
+
+    def _match(
+        self, subject: dict, candidates: list[tuple[dict, dict]], used: set
+    ) -> tuple[dict, dict, int] | None:
+        best, best_score = None, -1.0
+        for sibling, filtered in candidates:
+            for index, other in enumerate(filtered["subjects"]):
+                if (sibling["id"], index) in used:
+                    continue
+                similarity = histogram_similarity(subject["histogram"], other["histogram"])
+                if self.config.match == "label":
+                    if other["label"] != subject["label"]:
+                        continue
+                elif similarity < self.config.min_similarity:
+                    continue
+                if similarity > best_score:
+                    best, best_score = (sibling, filtered, index), similarity
+        return best
+
+    # ---------------------------------------------------------------------------------------- variants
+
+    def _inpainted(self, image, mask, plate_source, context, seed) -> np.ndarray:
+        if self.config.inpaint_backend == "flux_fill":
+            import cv2
+
+            if self._inpainter is None:
+                self._inpainter = import_backends().FluxFillInpainter.from_pretrained(
+                    self.config.inpaint_model_path, device=self.config.device
+                )
+            keep = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            return np.asarray(
+                self._inpainter.inpaint(image, ~keep, self.config.inpaint_prompt, seed), dtype=np.uint8
+            )
+        from kaleido_s2v.data.stages.frames import read_keyframe
+
+        plate_item, plate_filter = plate_source
+        plate_image = read_keyframe(context.run_dir, plate_item)
+        plate = clean_plate(plate_image, [rle_decode(s["mask"]) for s in plate_filter["subjects"]])
+        if plate.shape != image.shape:
+            import cv2
+
+            plate = cv2.resize(plate, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+        return np.where(mask[..., None], image, plate).astype(np.uint8)
+
+    def _pose(self, image, mask, seed) -> tuple[np.ndarray, np.ndarray]:
+        if self.config.pose_backend == "model":
+            if self._pose_model is None:
+                self._pose_model = import_backends().PoseVariator.from_pretrained(
+                    self.config.pose_model_path, device=self.config.device
+                )
+            new_image, new_mask = self._pose_model.vary(image, mask, seed)
+            return np.asarray(new_image, dtype=np.uint8), np.asarray(new_mask, dtype=bool)
+        return geometric_pose(image, mask, np.random.default_rng(seed))
+
+    # ---------------------------------------------------------------------------------------- run
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        from PIL import Image
+
+        from kaleido_s2v.atomic import atomic_path
+        from kaleido_s2v.data.stages.frames import read_keyframe
+
+        c = self.config
+        target = context.upstream["filter"]
+        seed = int(item["seed"])
+        subjects = target["subjects"][: c.max_references]
+        references, images = [], []
+        if c.mode == "naive":
+            image = read_keyframe(context.run_dir, item)
+            for s in subjects:
+                x0, y0, x1, y1 = padded_box(s["box"], c.padding, *image.shape[:2])
+                images.append(image[y0:y1, x0:x1])
+                references.append(
+                    {
+                        "label": s["label"],
+                        "variant": "naive",
+                        "backend": "box_crop",
+                        "source": {
+                            "video": item["video_id"],
+                            "shot": item["shot"],
+                            "frame": target["source_frame"],
+                            "clip": item["id"],
+                        },
+                    }
+                )
+        else:
+            candidates = self._candidates(item, context)
+            used: set = set()
+            decoded: dict[str, np.ndarray] = {}
+            for index, s in enumerate(subjects):
+                found = self._match(s, candidates, used)
+                if found is None:
+                    continue
+                sibling, filtered, k = found
+                used.add((sibling["id"], k))
+                other = filtered["subjects"][k]
+                if sibling["id"] not in decoded:
+                    decoded[sibling["id"]] = read_keyframe(context.run_dir, sibling)
+                image, mask = decoded[sibling["id"]], rle_decode(other["mask"])
+                subject_seed = (seed * 1000003 + index) % (2**32)
+                variant = c.variants[int(np.random.default_rng(subject_seed).integers(len(c.variants)))]
+                crop = padded_box(other["box"], c.padding, *image.shape[:2])
+                if variant == "cutout":
+                    picture, backend = cutout_on_white(image, mask, crop), "cutout"
+                elif variant == "pose":
+                    posed, posed_mask = self._pose(image, mask, subject_seed)
+                    from kaleido_s2v.data.masks import mask_box
+
+                    box = mask_box(posed_mask) or other["box"]
+                    picture = cutout_on_white(
+                        posed, posed_mask, padded_box(list(box), c.padding, *image.shape[:2])
+                    )
+                    backend = c.pose_backend
+                else:
+                    plates = [cand for cand in candidates if cand[0]["shot"] != sibling["shot"]] or [
+                        (sibling, filtered)
+                    ]
+                    picture = self._inpainted(image, mask, plates[0], context, subject_seed)
+                    x0, y0, x1, y1 = crop
+                    picture, backend = picture[y0:y1, x0:x1], c.inpaint_backend
+                images.append(picture)
+                references.append(
+                    {
+                        "label": s["label"],
+                        "variant": variant,
+                        "backend": backend,
+                        "source": {
+                            "video": item["video_id"],
+                            "shot": sibling["shot"],
+                            "frame": filtered["source_frame"],
+                            "clip": sibling["id"],
+                        },
+                    }
+                )
+        if not references:
+            return StageResult.reject(
+                "no_cross_pair" if c.mode != "naive" else "no_subject", {"mode": c.mode}
+            )
+        artifacts = {}
+        for index, (picture, ref) in enumerate(zip(images, references, strict=True), start=1):
+            path, relative = context.new_artifact(f"ref{index}.png")
+            with atomic_path(path) as temporary:
+                Image.fromarray(np.ascontiguousarray(picture)).save(temporary)
+            ref["reference"] = f"ref{index}.png"
+            artifacts[f"ref{index}"] = relative
+        return StageResult.ok(
+            {"mode": c.mode, "references": references, "source": Path(item["source"]).name}, artifacts
+        )

@@ -1,0 +1,115 @@
+"""Stage `segment`: one mask per detected subject on the keyframe.
+
+Backends: `grabcut` (offline: OpenCV GrabCut seeded by the box, and by the motion region when the
+detector found one), `ground_truth` (the procedural scene's masks), `sam` (the SAM wrapper, box prompts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kaleido_s2v.data.masks import rle_decode, rle_encode
+from kaleido_s2v.data.stages.base import (
+    Context,
+    StageResult,
+    check_backend,
+    config_dict,
+    import_backends,
+    model_files_fingerprint,
+    require_model_path,
+)
+
+BACKENDS = ("grabcut", "ground_truth", "sam")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    backend: str = "grabcut"
+    iterations: int = 5
+    model_path: str | None = None
+    device: str = "cpu"
+
+
+def grabcut(
+    image: np.ndarray, box: tuple[float, float, float, float], hint: np.ndarray | None, iterations: int
+) -> np.ndarray:
+    """(H, W) bool mask of the object in `box`; `hint` (H, W) bool marks probable foreground."""
+    import cv2
+
+    height, width = image.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros((height, width), bool)
+    seed = np.full((height, width), cv2.GC_BGD, np.uint8)
+    inside = np.zeros((height, width), bool)
+    inside[y0:y1, x0:x1] = True
+    if hint is not None and (hint & inside).any():
+        seed[inside] = cv2.GC_PR_BGD
+        seed[hint & inside] = cv2.GC_PR_FGD
+        core = cv2.erode((hint & inside).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        seed[core] = cv2.GC_FGD
+    else:
+        seed[inside] = cv2.GC_PR_FGD
+    if (seed == cv2.GC_BGD).sum() < 8:  # the box covers the frame: GrabCut needs background samples
+        return inside
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    cv2.grabCut(bgr, seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)) & inside
+
+
+class SegmentStage:
+    name = "segment"
+    group = False
+
+    def __init__(self, config: SegmentConfig):
+        check_backend(self.name, config.backend, BACKENDS)
+        if config.backend == "sam":
+            require_model_path(self.name, config.backend, config.model_path)
+        self.config = config
+        self._model = None
+
+    def fingerprint_parts(self) -> dict:
+        return {
+            "backend": self.config.backend,
+            "config": config_dict(self.config),
+            "model": model_files_fingerprint(self.config.model_path),
+        }
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        from kaleido_s2v.data.stages.frames import read_keyframe
+
+        detected = context.upstream["detect"]
+        detections = detected["detections"]
+        boxes = [tuple(d["box"]) for d in detections]
+        if self.config.backend == "ground_truth":
+            from kaleido_s2v.data.synthetic import GroundTruth
+
+            truth = GroundTruth.for_video(item["source"])
+            if truth is None:
+                return StageResult.reject("no_ground_truth")
+            by_label = {s["label"]: s["mask"] for s in truth.subjects_at(detected["source_frame"])}
+            height, width = item["height"], item["width"]
+            masks = [
+                by_label.get(d["label"], np.zeros((height, width), bool))[:height, :width] for d in detections
+            ]
+        elif self.config.backend == "grabcut":
+            image = read_keyframe(context.run_dir, item)
+            masks = [
+                grabcut(image, box, rle_decode(d["hint"]) if "hint" in d else None, self.config.iterations)
+                for box, d in zip(boxes, detections, strict=True)
+            ]
+        else:
+            if self._model is None:
+                backends = import_backends()
+                self._model = backends.SamSegmenter.from_pretrained(
+                    self.config.model_path, device=self.config.device
+                )
+            image = read_keyframe(context.run_dir, item)
+            masks = list(np.asarray(self._model.segment(image, boxes), dtype=bool))
+        return StageResult.ok(
+            {"masks": [rle_encode(m) for m in masks], "areas": [int(m.sum()) for m in masks]}
+        )
