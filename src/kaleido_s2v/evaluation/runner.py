@@ -1,0 +1,264 @@
+"""`kaleido-s2v eval`: score a folder of `<id>.mp4` videos against a case file and write a report.
+
+Per-video results are cached by (video sha256, case, metric config) under `<out>/cache/`, so a
+rerun only scores what changed. A bad case line, a missing video or reference, or an unreadable
+video is recorded in `errors` with its reason; every other case is still scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kaleido_s2v.atomic import write_json_atomic, write_text_atomic
+from kaleido_s2v.cases import Case, CaseError, read_cases, split_cases
+from kaleido_s2v.evaluation.config import EvalConfig
+from kaleido_s2v.evaluation.scoring import Backend, VideoScore, make_backend, score_video
+from kaleido_s2v.evaluation.summary import MOTION_UNIFORM_CHANCE, case_row, summarise
+
+CACHE_DIR = "cache"
+UNAVAILABLE_OFFLINE = {
+    "text_alignment": "not available offline: needs CLIP (the model backend with --clip)",
+    "aesthetics": "not available offline: needs the LAION head on CLIP ViT-L/14 (--clip and --aesthetic)",
+}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(video_sha256: str, case: Case, config: EvalConfig) -> str:
+    """sha256 of (video content, the case with its reference images' content, the metric config)."""
+    references = []
+    for reference in case.references:
+        digest = file_sha256(reference.path) if Path(reference.path).is_file() else "missing"
+        references.append([reference.label, digest])
+    payload = {
+        "video": video_sha256,
+        "case": {"id": case.id, "prompt": case.prompt, "references": references},
+        "config": config.fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class EvalResult:
+    """What one run produced: scores by case id, the chance control's scores, and the errors."""
+
+    scores: dict[str, VideoScore] = field(default_factory=dict)
+    chance: dict[str, VideoScore] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    cached: int = 0
+
+
+def _score_cached(
+    video: Path, case: Case, config: EvalConfig, backend: Backend, cache: Path | None
+) -> tuple[VideoScore, bool]:
+    key_path = None
+    if cache is not None:
+        key_path = cache / f"{cache_key(file_sha256(video), case, config)}.json"
+        if key_path.is_file():
+            try:
+                return VideoScore.from_json(json.loads(key_path.read_text())), True
+            except (json.JSONDecodeError, TypeError, KeyError):
+                pass  # a damaged cache entry is recomputed
+    score = score_video(video, case, config, backend)
+    if key_path is not None:
+        write_json_atomic(key_path, score.to_json())
+    return score, False
+
+
+def derangement(count: int, seed: int = 0) -> list[int]:
+    """A permutation with no fixed point (index i → another case's index); identity for count < 2."""
+    if count < 2:
+        return list(range(count))
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(count).tolist()
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
+def evaluate(
+    videos: str | os.PathLike,
+    cases: str | os.PathLike | list[Case],
+    config: EvalConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    controls: bool = True,
+    backend: Backend | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Score `<videos>/<id>.mp4` for every case; with `controls`, also each case's references
+    against another case's video (the "chance" control)."""
+    from tqdm import tqdm
+
+    config = config or EvalConfig()
+    videos = Path(videos)
+    if not videos.is_dir():
+        raise FileNotFoundError(f"videos folder {videos} does not exist")
+    result = EvalResult()
+    if isinstance(cases, list):
+        case_list = cases
+    else:
+        case_list, case_errors = split_cases(read_cases(cases))
+        result.errors += [
+            {"case": e.id, "line": e.line, "stage": "case file", "error": e.reason} for e in case_errors
+        ]
+    backend = backend or make_backend(config)
+    cache = Path(cache_dir) if cache_dir is not None else None
+
+    scored: list[tuple[Case, Path]] = []
+    for case in tqdm(case_list, desc="eval", unit="video", disable=not progress):
+        video = videos / f"{case.id}.mp4"
+        if not video.is_file():
+            result.errors.append(
+                {
+                    "case": case.id,
+                    "line": case.line,
+                    "stage": "video",
+                    "error": f"no video {video} (expected <id>.mp4)",
+                }
+            )
+            continue
+        try:
+            score, hit = _score_cached(video, case, config, backend, cache)
+        except (FileNotFoundError, ValueError) as error:
+            result.errors.append(
+                {"case": case.id, "line": case.line, "stage": "scoring", "error": str(error)}
+            )
+            continue
+        result.scores[case.id] = score
+        result.cached += hit
+        scored.append((case, video))
+
+    if controls and len(scored) >= 2:
+        order = derangement(len(scored))
+        for (case, _), other in tqdm(
+            list(zip(scored, order, strict=True)), desc="chance control", disable=not progress
+        ):
+            try:
+                score, hit = _score_cached(scored[other][1], case, config, backend, cache)
+            except (FileNotFoundError, ValueError) as error:
+                result.errors.append(
+                    {"case": case.id, "line": case.line, "stage": "chance control", "error": str(error)}
+                )
+                continue
+            result.chance[case.id] = score
+            result.cached += hit
+    return result
+
+
+def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note: str | None = None) -> dict:
+    """The metrics.json document."""
+    summary = summarise(list(result.scores.values()))
+    payload = {
+        "backend": config.backend,
+        "comparability": config.comparability if note is None else f"{config.comparability}; {note}",
+        "config": config.to_json(),
+        "config_fingerprint": config.fingerprint(),
+        "sources": sources,
+        "num_cases": len(result.scores)
+        + len({e["case"] for e in result.errors if e["stage"] != "chance control"}),
+        "num_scored": len(result.scores),
+        "num_errors": len(result.errors),
+        "errors": result.errors,
+        "summary": summary,
+        "controls": {
+            "chance": summarise(list(result.chance.values())) if result.chance else None,
+            "chance_note": "each case's references and prompt scored on another case's video (a derangement); "
+            "a model must beat this",
+            "motion_accuracy_uniform": MOTION_UNIFORM_CHANCE,
+            "other_controls": "the same model given another case's references, and the untrained model: generate "
+            "those videos and put the runs side by side with --compare",
+        },
+        "unavailable": {k: v for k, v in UNAVAILABLE_OFFLINE.items() if summary[k]["mean"] is None},
+        "cases": {case_id: score.to_json() for case_id, score in sorted(result.scores.items())},
+    }
+    return payload
+
+
+def cases_csv(result: EvalResult) -> str:
+    """Per-case CSV: one row per scored case, then one per failed case with its error; None → empty."""
+    from kaleido_s2v.evaluation.summary import CASE_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case_id", *CASE_COLUMNS, "error"])
+    for case_id, score in sorted(result.scores.items()):
+        row = case_row(score)
+        writer.writerow([case_id, *("" if row[c] is None else _fmt(row[c]) for c in CASE_COLUMNS), ""])
+    for error in result.errors:
+        if error["stage"] != "chance control":
+            writer.writerow(
+                [error["case"] or f"line {error['line']}", *([""] * len(CASE_COLUMNS)), error["error"]]
+            )
+    return buffer.getvalue()
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def run_eval(
+    videos: str | os.PathLike,
+    cases: str | os.PathLike | list[Case],
+    out: str | os.PathLike,
+    config: EvalConfig | None = None,
+    controls: bool = True,
+    use_cache: bool = True,
+    report: bool = True,
+    note: str | None = None,
+    backend: Backend | None = None,
+    progress: bool = True,
+    case_errors: list[CaseError] | None = None,
+) -> dict:
+    """Evaluate and write `<out>/metrics.json`, `<out>/cases.csv` and `<out>/report.html`; return metrics.
+
+    case_errors: errors found before evaluation (e.g. by the OpenS2V converter), reported with the rest.
+    """
+    config = config or EvalConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = evaluate(
+        videos,
+        cases,
+        config,
+        cache_dir=out / CACHE_DIR if use_cache else None,
+        controls=controls,
+        backend=backend,
+        progress=progress,
+    )
+    for error in case_errors or []:
+        result.errors.insert(
+            0, {"case": error.id, "line": error.line, "stage": "case file", "error": error.reason}
+        )
+    sources = {
+        "videos": str(Path(videos).resolve()),
+        "cases": "<in memory>" if isinstance(cases, list) else str(cases),
+    }
+    payload = metrics_payload(result, config, sources, note=note)
+    write_json_atomic(out / "metrics.json", payload)
+    write_text_atomic(out / "cases.csv", cases_csv(result))
+    if report:
+        from kaleido_s2v.evaluation.report import write_report
+
+        references = _case_references(cases)
+        write_report(out, payload, videos=Path(videos), references=references)
+    return payload
+
+
+def _case_references(cases: str | os.PathLike | list[Case]) -> dict[str, list[str]]:
+    if not isinstance(cases, list):
+        cases, _ = split_cases(read_cases(cases))
+    return {case.id: [str(ref.path) for ref in case.references] for case in cases}
