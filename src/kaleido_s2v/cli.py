@@ -14,6 +14,7 @@ from importlib import import_module
 _COMMAND_MODULES = [
     "kaleido_s2v.models.cli",
     "kaleido_s2v.evaluation.cli",
+    "kaleido_s2v.data.cli",
 ]
 
 
