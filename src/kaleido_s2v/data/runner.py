@@ -129,9 +129,11 @@ _WORKER_STAGES: dict = {}
 
 def _init_worker(config: PipelineConfig) -> None:
     global _WORKER_STAGES
-    import torch
+    # one thread per worker: the pool already uses every core it was given
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import cv2
 
-    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     _WORKER_STAGES = {stage.name: stage for stage in build_stages(config)}
 
 
