@@ -8,7 +8,7 @@ import numpy as np
 
 from kaleido_s2v.evaluation.candidates import Candidate
 from kaleido_s2v.evaluation.config import EvalConfig
-from kaleido_s2v.evaluation.references import ReferenceImage
+from kaleido_s2v.evaluation.references import ReferenceImage, near_white
 
 _NEUTRAL_GREY = 128
 
@@ -38,7 +38,9 @@ class ModelBackend:
 
     name = "model"
 
-    def __init__(self, detector, segmenter, embedder, clip=None, aesthetic=None) -> None:
+    def __init__(
+        self, detector, segmenter, embedder, clip=None, aesthetic=None, white_tolerance: int = 10
+    ) -> None:
         if detector is None or embedder is None:
             raise ValueError(
                 "the model backend needs a Grounding DINO detector and a DINOv2 or CLIP embedder"
@@ -48,6 +50,7 @@ class ModelBackend:
         self.embedder = embedder
         self.clip = clip
         self.aesthetic = aesthetic
+        self.white_tolerance = white_tolerance
 
     @classmethod
     def from_config(cls, config: EvalConfig) -> ModelBackend:
@@ -83,7 +86,14 @@ class ModelBackend:
             aesthetic = LaionAestheticPredictor.from_pretrained(
                 paths.clip, paths.aesthetic, config.device, dtype
             )
-        return cls(detector, segmenter, embedder, clip=clip, aesthetic=aesthetic)
+        return cls(
+            detector,
+            segmenter,
+            embedder,
+            clip=clip,
+            aesthetic=aesthetic,
+            white_tolerance=config.white_tolerance,
+        )
 
     def _detect(self, image: np.ndarray, label: str) -> list[Candidate]:
         detections = [d for d in self.detector.detect(image, [label]) if d.label == label]
@@ -107,15 +117,18 @@ class ModelBackend:
         return candidates
 
     def subject_mask(self, reference: ReferenceImage) -> np.ndarray:
-        """Alpha where the reference has it; else the best detection of its label, segmented; else
-        the non-white pixels (a cut-out on white), else the whole image."""
+        """Alpha where the reference has it; the non-white pixels of a cut-out on white (its border
+        ≥ 90% white); otherwise the best detection of its label, segmented; else the whole image."""
         if reference.has_alpha:
             return ~reference.transparent
+        white = near_white(reference.image, self.white_tolerance)
+        border = np.concatenate([white[0], white[-1], white[:, 0], white[:, -1]])
+        if border.mean() >= 0.9 and not white.all():
+            return ~white
         candidates = self._detect(reference.image, reference.label)
         if candidates:
             return max(candidates, key=lambda c: c.score).mask
-        non_white = ~(reference.image >= 245).all(axis=-1)
-        return non_white if non_white.any() else np.ones(reference.image.shape[:2], bool)
+        return np.ones(reference.image.shape[:2], bool)
 
     def features(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
