@@ -5,17 +5,8 @@ from safetensors.torch import save_file
 
 from kaleido_s2v.data.backends import LaionAestheticPredictor
 from kaleido_s2v.data.backends.aesthetics import build_head
-
-
-def mlp_state(dim: int) -> dict[str, torch.Tensor]:
-    """The LAION v2 layout: layers.{0,2,4,6,7}, linear with dropout between and no activations."""
-    generator = torch.Generator().manual_seed(0)
-    sizes = [(0, dim, 1024), (2, 1024, 128), (4, 128, 64), (6, 64, 16), (7, 16, 1)]
-    state = {}
-    for index, fan_in, fan_out in sizes:
-        state[f"layers.{index}.weight"] = torch.randn(fan_out, fan_in, generator=generator) / fan_in**0.5
-        state[f"layers.{index}.bias"] = torch.randn(fan_out, generator=generator)
-    return state
+from kaleido_s2v.data.backends.tiny import aesthetic_head_state as mlp_state
+from kaleido_s2v.data.backends.tiny import save_tiny_aesthetic_head
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +17,9 @@ def clip_dim(clip_dir) -> int:
 
 
 def test_mlp_head_from_safetensors_scores_like_the_formula(tmp_path, clip_dir, clip_dim, astronaut, chelsea):
-    state = mlp_state(clip_dim)
-    save_file(state, tmp_path / "head.safetensors")
-    predictor = LaionAestheticPredictor.from_pretrained(clip_dir, head_path=tmp_path / "head.safetensors")
+    head = save_tiny_aesthetic_head(tmp_path / "head.safetensors", clip_dir)
+    state = mlp_state(clip_dim)  # the same seeded weights the file holds
+    predictor = LaionAestheticPredictor.from_pretrained(clip_dir, head_path=head)
     scores = predictor.score([astronaut, chelsea])
     assert scores.shape == (2,) and scores.dtype == np.float32 and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(scores, predictor.score([astronaut, chelsea]))

@@ -12,12 +12,27 @@ def captioner(qwen_vl_dir):
 
 def test_caption_runs_the_model_on_frames(captioner, astronaut, chelsea):
     frames = [astronaut, chelsea, astronaut, chelsea, astronaut]
-    caption = captioner.caption(frames)
+    generated = []
+    original = captioner.model.generate
+
+    def spy(**inputs):
+        output = original(**inputs)
+        generated.append(output.shape[1] - inputs["input_ids"].shape[1])
+        assert inputs["image_grid_thw"].shape[0] == 3  # five frames sampled down to max_frames
+        return output
+
+    captioner.model.generate = spy
+    try:
+        caption = captioner.caption(frames)
+        raw = captioner.generate_text(frames)
+    finally:
+        captioner.model.generate = original
+    assert generated and all(0 < n <= 12 for n in generated)
     assert isinstance(caption, Caption) and isinstance(caption.text, str)
     assert all(isinstance(s, str) and s for s in caption.subjects)
+    assert "<|" not in raw  # special tokens are stripped (random weights emit many)
+    assert caption == parse_caption(raw, max_subjects=captioner.max_subjects)
     assert caption == captioner.caption(frames)  # greedy decoding is deterministic
-    raw = captioner.generate_text(frames)
-    assert "<|" not in raw and raw.strip()  # special tokens are stripped; random weights still emit words
 
 
 def test_prompt_expands_one_placeholder_per_merged_patch(captioner, astronaut, chelsea):
