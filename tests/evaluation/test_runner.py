@@ -178,3 +178,20 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "--out", str(tmp_path)]) == 2
     assert "--videos" in capsys.readouterr().err
+
+
+def test_chance_control_can_use_ground_truth_clips(eval_folder):
+    root, videos, cases = eval_folder
+    truth = root / "truth"
+    ball, ball_mask = striped_ball(30)
+    for case_id in ("right", "left", "square"):
+        make_video(
+            truth / f"{case_id}.mp4",
+            moving_video(green_background(), ball, ball_mask, step=(0, -2), start=(50, 60)),
+        )
+    result = evaluate(
+        videos, cases, EvalConfig(num_frames=4), controls=True, progress=False, chance_videos=truth
+    )
+    assert all(score.video.startswith(str(truth)) for score in result.chance.values())
+    assert all(not score.video.endswith(f"/{case_id}.mp4") for case_id, score in result.chance.items())
+    assert result.chance["right"].subjects[0].observed_direction == "up"

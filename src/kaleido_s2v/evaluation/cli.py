@@ -27,6 +27,10 @@ def register(subparsers) -> None:
         "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="two report folders to put side by side"
     )
     parser.add_argument("--out", required=True, help="report folder to write")
+    parser.add_argument(
+        "--chance-videos",
+        help="folder of <id>.mp4 ground-truth clips for the chance control (default: --videos)",
+    )
     parser.add_argument("--backend", choices=["offline", "model"], default="offline")
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per video (default 16)")
     parser.add_argument(
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         note=note,
         case_errors=case_errors,
+        chance_videos=args.chance_videos,
     )
     print(payload["comparability"])
     chance = payload["controls"]["chance"]

@@ -98,9 +98,11 @@ def evaluate(
     controls: bool = True,
     backend: Backend | None = None,
     progress: bool = True,
+    chance_videos: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Score `<videos>/<id>.mp4` for every case; with `controls`, also each case's references
-    against another case's video (the "chance" control)."""
+    against another case's video (the "chance" control): from `chance_videos/<id>.mp4` (e.g. the
+    ground-truth clips) when given, else from `videos`."""
     from tqdm import tqdm
 
     config = config or EvalConfig()
@@ -147,8 +149,11 @@ def evaluate(
         for (case, _), other in tqdm(
             list(zip(scored, order, strict=True)), desc="chance control", disable=not progress
         ):
+            other_case, other_video = scored[other]
+            if chance_videos is not None:  # SPEC §11: another case's ground-truth clip
+                other_video = Path(chance_videos) / f"{other_case.id}.mp4"
             try:
-                score, hit = _score_cached(scored[other][1], case, config, backend, cache)
+                score, hit = _score_cached(other_video, case, config, backend, cache)
             except (FileNotFoundError, ValueError) as error:
                 result.errors.append(
                     {"case": case.id, "line": case.line, "stage": "chance control", "error": str(error)}
@@ -176,8 +181,13 @@ def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note:
         "summary": summary,
         "controls": {
             "chance": summarise(list(result.chance.values())) if result.chance else None,
-            "chance_note": "each case's references and prompt scored on another case's video (a derangement); "
-            "a model must beat this",
+            "chance_note": "each case's references and prompt scored on another case's video (a derangement; "
+            + (
+                "the ground-truth clips in sources.chance_videos"
+                if "chance_videos" in sources
+                else "the evaluated videos"
+            )
+            + "); a model must beat this",
             "motion_accuracy_uniform": MOTION_UNIFORM_CHANCE,
             "other_controls": "the same model given another case's references, and the untrained model: generate "
             "those videos and put the runs side by side with --compare",
@@ -222,6 +232,7 @@ def run_eval(
     backend: Backend | None = None,
     progress: bool = True,
     case_errors: list[CaseError] | None = None,
+    chance_videos: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate and write `<out>/metrics.json`, `<out>/cases.csv` and `<out>/report.html`; return metrics.
 
@@ -238,6 +249,7 @@ def run_eval(
         controls=controls,
         backend=backend,
         progress=progress,
+        chance_videos=chance_videos,
     )
     for error in case_errors or []:
         result.errors.insert(
@@ -247,6 +259,8 @@ def run_eval(
         "videos": str(Path(videos).resolve()),
         "cases": "<in memory>" if isinstance(cases, list) else str(cases),
     }
+    if chance_videos is not None:
+        sources["chance_videos"] = str(Path(chance_videos).resolve())
     payload = metrics_payload(result, config, sources, note=note)
     write_json_atomic(out / "metrics.json", payload)
     write_text_atomic(out / "cases.csv", cases_csv(result))
