@@ -71,6 +71,8 @@ def test_hub_ids_pass_through_and_paths_do_not():
 def test_image_and_mask_checks(astronaut):
     assert len(check_images(np.stack([astronaut, astronaut]))) == 2
     assert len(check_images(astronaut)) == 1
+    with pytest.raises(ValueError, match="empty"):
+        check_images([astronaut[:0]])
     with pytest.raises(TypeError, match="numpy"):
         check_images([astronaut.tolist()])
     assert check_mask(np.ones((2, 3), dtype=np.uint8), (2, 3)).dtype == bool

@@ -58,3 +58,10 @@ def test_dinov2_embeddings(dinov2_dir, astronaut, chelsea):
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(features[0], features[2], atol=1e-6)  # same image, same features
     assert float(features[0] @ features[1]) < 0.9999
+
+
+def test_tiny_and_thin_crops_are_scored(scorer, dinov2_dir, astronaut):
+    """The filter stage scores subject crops, which can be a few pixels wide."""
+    crops = [astronaut[:1, :3], astronaut[:, :2], astronaut[5:9, 5:9]]
+    assert scorer.image_text_similarity(crops, ["cat"]).shape == (3, 1)
+    assert DinoV2Embedder.from_pretrained(dinov2_dir).image_features(crops).shape[0] == 3

@@ -79,8 +79,10 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(
             f"{name} must be uint8 (0..255), got {image.dtype}; convert with (x * 255).round().astype(np.uint8)"
         )
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]} pixels; need at least 2x2")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(
+            f"{name} is {image.shape[1]}x{image.shape[0]} pixels; it is empty (a crop with x1 <= x0?)"
+        )
     return np.ascontiguousarray(image)
 
 
