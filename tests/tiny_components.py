@@ -28,9 +28,12 @@ TINY_TRANSFORMER_CONFIG = dict(
     rope_max_seq_len=128,
 )
 
-# A Wan2.1 VAE with the release's structure (4 levels, 2 residual blocks, temporal down-sampling
-# in the last two) but 8 channels: one image encodes to one latent frame, 8x smaller.
+# Wan2.1's VAE (4 levels, temporal down-sampling in the last two) with 8 channels and one residual
+# block per level: one image encodes to one latent frame, 8x smaller.
 TINY_VAE_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+# The release VAE's exact block structure (channel multipliers 1, 2, 4, 4; 2 residual blocks),
+# 24x narrower: what diffusers' `convert_wan_vae_to_diffusers` (hard-wired to it) can convert.
+TINY_WAN_STRUCTURE_VAE_CONFIG = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
 
 TINY_TEXT_ENCODER_CONFIG = dict(
     d_model=32,
@@ -63,12 +66,15 @@ def tiny_transformer(seed: int = 0, rope_policy: str = "kaleido"):
     return KaleidoTransformer3DModel(**TINY_TRANSFORMER_CONFIG, rope_policy=rope_policy).eval()
 
 
-def tiny_vae(seed: int = 0, num_res_blocks: int = 1):
-    """AutoencoderKLWan with 8 base channels (Wan2.1's latent statistics in its config)."""
+def tiny_vae(seed: int = 0, wan_structure: bool = False):
+    """AutoencoderKLWan with 8 base channels (Wan2.1's latent statistics in its config).
+
+    wan_structure: the release VAE's block structure instead (for Wan-layout conversion tests).
+    """
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(seed)
-    config = dict(TINY_VAE_CONFIG, num_res_blocks=num_res_blocks)
+    config = TINY_WAN_STRUCTURE_VAE_CONFIG if wan_structure else TINY_VAE_CONFIG
     return AutoencoderKLWan(**config).eval()
 
 

@@ -134,17 +134,25 @@ class KaleidoPipeline(DiffusionPipeline):
         vae_dtype: torch.dtype = torch.float32,
         generation_config: GenerationConfig | None = None,
         vae_config: dict | None = None,
+        transformer_config: dict | None = None,
     ) -> KaleidoPipeline:
         """Load the release layout: `model/` (SAT checkpoint), `Wan2.1_VAE.pth`, `umt5-xxl/`.
 
-        vae_config: AutoencoderKLWan arguments when the VAE is not Wan2.1's (tests use tiny ones).
+        vae_config / transformer_config: constructor arguments when the components are not the
+        release's (tests use tiny ones); by default Wan2.1's VAE and a transformer inferred from
+        the weights. generation_config: default the folder's `generation_config.json`, else the
+        release values (SPEC §10.1).
         """
         from kaleido_s2v.models.release import load_release_components
         from kaleido_s2v.pipelines.generation_config import make_scheduler
 
         path = _resolve_model_path(release_dir)
         components = load_release_components(
-            path, torch_dtype=torch_dtype, vae_dtype=vae_dtype, vae_config=vae_config
+            path,
+            torch_dtype=torch_dtype,
+            vae_dtype=vae_dtype,
+            vae_config=vae_config,
+            transformer_config=transformer_config,
         )
         config = generation_config or GenerationConfig.from_dir(path)
         pipeline = cls(

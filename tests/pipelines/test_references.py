@@ -1,0 +1,157 @@
+"""Reference preprocessing (SPEC §3): letterbox geometry, white padding, RGBA on white, input forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kaleido_s2v.pipelines.references import (
+    fit_size,
+    image_to_tensor,
+    letterbox,
+    load_reference,
+    prepare_references,
+    reference_fingerprint,
+)
+
+
+def _solid(width: int, height: int, colour=(10, 120, 40)) -> Image.Image:
+    return Image.new("RGB", (width, height), colour)
+
+
+@pytest.mark.parametrize(
+    ("image_size", "video_hw", "expected_size"),
+    [
+        ((200, 100), (64, 64), (64, 32)),  # wide: the width touches the border
+        ((100, 200), (64, 64), (32, 64)),  # tall: the height touches the border
+        ((50, 50), (64, 96), (64, 64)),  # square into a wide video
+        ((100, 30), (64, 96), (96, 28)),  # r = 3.33 > 1.5: (W, int(W / r)) = (96, int(28.8))
+        ((37, 100), (64, 96), (23, 64)),  # r = 0.37: (int(H * r), H) = (int(23.68), 64)
+    ],
+)
+def test_fit_size_follows_the_spec_formula_with_truncation(image_size, video_hw, expected_size):
+    assert fit_size(*image_size, *video_hw) == expected_size
+
+
+def test_wide_image_is_centred_with_white_bars_top_and_bottom():
+    canvas = np.asarray(letterbox(_solid(200, 100), 64, 64))
+    assert canvas.shape == (64, 64, 3)
+    # Resized to 64x32, top = (64 - 32) // 2 = 16.
+    assert (canvas[:16] == 255).all() and (canvas[48:] == 255).all()
+    assert (canvas[16:48] == (10, 120, 40)).all()
+
+
+def test_tall_image_is_centred_with_white_bars_left_and_right():
+    canvas = np.asarray(letterbox(_solid(100, 200), 64, 64))
+    assert (canvas[:, :16] == 255).all() and (canvas[:, 48:] == 255).all()
+    assert (canvas[:, 16:48] == (10, 120, 40)).all()
+
+
+def test_odd_padding_puts_the_extra_pixel_right_and_bottom():
+    # 100x30 into 64x96: resized to 96x28, dh = 36 -> top 18, bottom 18; 37x100 -> 23x64, dw = 73 -> left 36.
+    canvas = np.asarray(letterbox(_solid(37, 100), 64, 96))
+    assert (canvas[:, :36] == 255).all()
+    assert (canvas[:, 36:59] == (10, 120, 40)).all()
+    assert (canvas[:, 59:] == 255).all()
+
+
+def test_square_image_in_square_video_fills_it_with_lanczos():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8))
+    canvas = letterbox(image, 64, 64)
+    assert np.array_equal(np.asarray(canvas), np.asarray(image.resize((64, 64), Image.LANCZOS)))
+
+
+def test_rgba_is_composited_on_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:2, :, 3] = 255  # top half opaque red
+    rgba[2:, :, 3] = 0  # bottom half fully transparent
+    rgba[3, 3, 3] = 128  # one half-transparent pixel
+    rgb = np.asarray(load_reference(Image.fromarray(rgba)))
+    assert (rgb[:2] == (200, 0, 0)).all()
+    assert (rgb[2, :] == 255).all()
+    assert abs(int(rgb[3, 3, 1]) - 127) <= 1 and abs(int(rgb[3, 3, 0]) - 227) <= 1
+
+
+def test_rgba_letterbox_of_transparent_subject_is_white_everywhere_but_the_subject(reference_files):
+    canvas = np.asarray(letterbox(load_reference(reference_files[1]), 64, 64))
+    # tall.png is 16x48 -> 21x64 centred: columns 21..41; its transparent rows are white too.
+    assert (canvas[:, :21] == 255).all() and (canvas[:, 42:] == 255).all()
+    assert (canvas[:5, 21:42] == 255).all()  # transparent top rows became white
+    assert canvas[32, 31, 0] < 50 and canvas[32, 31, 1] > 150  # the opaque green band
+
+
+def test_pixels_scale_to_minus_one_one():
+    tensor = image_to_tensor(Image.fromarray(np.array([[[0, 255, 127]]], np.uint8)))
+    assert tensor.shape == (3, 1, 1)
+    assert torch.allclose(tensor[:, 0, 0], torch.tensor([-1.0, 1.0, (127 - 127.5) / 127.5]))
+
+
+def test_every_input_form_gives_the_same_tensor(reference_files):
+    path = reference_files[0]
+    pil = Image.open(path).convert("RGB")
+    array = np.array(pil)
+    forms = [
+        path,
+        str(path),
+        pil,
+        array,
+        array.astype(np.float32) / 255.0,
+        torch.from_numpy(array).permute(2, 0, 1).float() / 255.0,
+        torch.from_numpy(array.copy()),  # (H, W, 3) uint8
+    ]
+    expected = prepare_references([path], 64, 96)
+    assert expected.shape == (1, 3, 64, 96)
+    for form in forms:
+        assert torch.equal(prepare_references([form], 64, 96), expected), type(form)
+
+
+def test_references_keep_their_order(reference_files):
+    batch = prepare_references(list(reference_files), 32, 32)
+    assert batch.shape == (2, 3, 32, 32)
+    assert torch.equal(batch[1], prepare_references([reference_files[1]], 32, 32)[0])
+
+
+def test_missing_file_names_the_reference(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reference 1: .*nope.png does not exist"):
+        prepare_references([_solid(8, 8), tmp_path / "nope.png"], 32, 32)
+
+
+def test_zero_byte_file_is_reported_as_empty(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty file"):
+        load_reference(empty)
+
+
+def test_corrupt_file_is_reported_as_unreadable(tmp_path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png body")
+    with pytest.raises(ValueError, match="not a readable image"):
+        load_reference(corrupt)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((4, 4, 2), np.uint8), "not an image"),
+        (np.full((4, 4, 3), 2.0, np.float32), r"expected \[0, 1\]"),
+        (np.zeros((0, 4, 3), np.uint8), "empty side"),
+        (np.zeros((4, 4, 3), np.int64), "must be uint8"),
+    ],
+)
+def test_bad_arrays_are_rejected_with_the_reason(array, message):
+    with pytest.raises(ValueError, match=message):
+        load_reference(array)
+
+
+def test_fingerprint_of_a_file_is_its_sha256(reference_files):
+    import hashlib
+
+    assert (
+        reference_fingerprint(reference_files[0])
+        == hashlib.sha256(reference_files[0].read_bytes()).hexdigest()
+    )
+    assert reference_fingerprint(reference_files[0]) != reference_fingerprint(reference_files[1])
