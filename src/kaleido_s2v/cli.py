@@ -13,6 +13,7 @@ from importlib import import_module
 # One line per area; the order is the order of `--help`.
 _COMMAND_MODULES = [
     "kaleido_s2v.models.cli",
+    "kaleido_s2v.pipelines.cli",
     "kaleido_s2v.evaluation.cli",
     "kaleido_s2v.data.cli",
 ]

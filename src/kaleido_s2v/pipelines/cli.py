@@ -1,0 +1,107 @@
+"""`kaleido-s2v generate`: one video from references and a prompt, or a whole case file with `--batch`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+MODEL_ENV = "KALEIDO_S2V_MODEL"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate a video of reference subjects (or a batch of them)",
+        description=(
+            "Generate a video of the subjects in the reference images doing what the prompt says. "
+            "Unset options take the model's generation_config.json values. With --batch FILE, every case "
+            "of FILE (.jsonl cases or 'prompt@@img1@@img2' lines) becomes <out-dir>/<id>.mp4 + <id>.json; "
+            "finished cases are skipped, so an interrupted run resumes."
+        ),
+    )
+    parser.add_argument(
+        "--ref", action="append", default=[], metavar="IMAGE", help="reference image (repeat, in order)"
+    )
+    parser.add_argument("--prompt", help="what the subjects do")
+    parser.add_argument(
+        "--out", help="output: .mp4, .gif, or a folder for PNG frames (a .json side-car is written beside)"
+    )
+    parser.add_argument("--batch", metavar="FILE", help="case file: one video per case")
+    parser.add_argument("--out-dir", metavar="DIR", help="output folder for --batch")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get(MODEL_ENV),
+        help=f"diffusers-format pipeline folder or Kaleido release folder (default: ${MODEL_ENV})",
+    )
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--frames", type=int, help="number of frames, 4k + 1")
+    parser.add_argument("--fps", type=int)
+    parser.add_argument("--steps", type=int, help="sampling steps")
+    parser.add_argument("--guidance", type=float, help="text guidance scale (1 = no guidance)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (a case's own seed wins; default 0)")
+    parser.add_argument("--negative-prompt", help="negative prompt (default: the model's)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--offload", action="store_true", help="model CPU offload for small GPUs")
+    parser.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kaleido_s2v.pipelines.generate import (
+        GenerationSettings,
+        generate_to_file,
+        load_model,
+        resolve_parameters,
+        run_batch,
+    )
+
+    _check_arguments(args)
+    settings = GenerationSettings(
+        height=args.height,
+        width=args.width,
+        num_frames=args.frames,
+        fps=args.fps,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        negative_prompt=args.negative_prompt,
+    )
+    model = load_model(
+        args.model, dtype=args.dtype, device=args.device, offload=args.offload, vae_tiling=args.vae_tiling
+    )
+    if args.batch:
+        summary = run_batch(model, args.batch, args.out_dir, settings, default_seed=args.seed)
+        print(f"{args.out_dir}: {summary.line()}")
+        return 1 if summary.failed else 0
+    from pathlib import Path
+
+    parameters = resolve_parameters(model, args.prompt, [Path(r) for r in args.ref], settings, args.seed)
+    out = generate_to_file(model, parameters, args.out)
+    print(out)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not args.model:
+        raise ValueError(f"no model given; pass --model DIR or set ${MODEL_ENV}")
+    if args.batch:
+        if not args.out_dir:
+            raise ValueError("--batch needs --out-dir DIR (one <id>.mp4 per case)")
+        conflicting = [
+            flag
+            for flag, value in (("--ref", args.ref), ("--prompt", args.prompt), ("--out", args.out))
+            if value
+        ]
+        if conflicting:
+            raise ValueError(f"--batch takes prompts and references from the case file; drop {conflicting}")
+        return
+    if args.out_dir:
+        raise ValueError("--out-dir is for --batch; for one video use --out PATH")
+    if not args.prompt or not args.prompt.strip():
+        raise ValueError("--prompt is empty; describe the video to generate")
+    if not args.out:
+        raise ValueError("--out PATH is required (.mp4, .gif, or a folder for PNG frames)")
+    if not args.ref:
+        print("note: no --ref given; generating text-to-video without references", file=sys.stderr)

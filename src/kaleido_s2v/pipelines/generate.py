@@ -1,0 +1,273 @@
+"""What `kaleido-s2v generate` does, without argparse: load a model, generate, write video + side-car.
+
+`generate --batch` reads a case file (SPEC §9.1, `kaleido_s2v.cases`) and writes `<out_dir>/<id>.mp4`
+and `<out_dir>/<id>.json`. A case is skipped when both exist and the JSON records the same
+resolved parameters (SPEC §10.3), so an interrupted run resumes where it stopped. A bad case is
+reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kaleido_s2v.pipelines.outputs import save_frames, sidecar_path, write_sidecar
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+# The resolved parameters that decide a video (SPEC §10.3): equal values mean the same video.
+RESUME_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "reference_sha256",
+    "model_path",
+    "model_fingerprint",
+    "height",
+    "width",
+    "num_frames",
+    "fps",
+    "num_inference_steps",
+    "guidance_scale",
+    "shift",
+    "scheduler",
+    "reference_size",
+    "seed",
+)
+
+_FINGERPRINT_SAMPLE = 1 << 20
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Call-level overrides of the model's generation_config (None keeps the model's value)."""
+
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline with the facts its outputs record."""
+
+    pipeline: object
+    path: Path
+    fingerprint: str
+    dtype: str
+    device: str
+
+
+@dataclass
+class BatchSummary:
+    generated: list[str] = field(default_factory=list)
+    skipped_done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{len(self.generated)} generated, {len(self.skipped_done)} already done, {len(self.failed)} failed"
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap fingerprint of a model folder: every file's relative path, size, first and last MiB.
+
+    Hashing every byte of a 14B checkpoint takes minutes; a re-saved or replaced weight file changes
+    its size or its sampled bytes in practice.
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(root).as_posix()}\0{size}\0".encode())
+        with open(file, "rb") as handle:
+            digest.update(handle.read(_FINGERPRINT_SAMPLE))
+            if size > 2 * _FINGERPRINT_SAMPLE:
+                handle.seek(size - _FINGERPRINT_SAMPLE)
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def load_model(
+    path: str | os.PathLike,
+    dtype: str | None = None,
+    device: str | None = None,
+    offload: bool = False,
+    vae_tiling: bool = False,
+) -> LoadedModel:
+    """Load a diffusers-format folder or a release folder (detected from its contents).
+
+    dtype: "bf16" | "fp16" | "fp32" (default bf16 on a GPU, fp32 on CPU); the VAE stays fp32.
+    offload: diffusers' model CPU offload (needs a GPU). vae_tiling: decode in tiles (less memory).
+    """
+    import torch
+
+    from kaleido_s2v.models.release import is_release_folder
+    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}")
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    if (path / "model_index.json").is_file():
+        pipeline = KaleidoPipeline.from_pretrained(path, torch_dtype=torch_dtype)
+    elif is_release_folder(path):
+        pipeline = KaleidoPipeline.from_kaleido_release(path, torch_dtype=torch_dtype)
+    else:
+        raise FileNotFoundError(
+            f"{path} is neither a diffusers-format pipeline (model_index.json) nor a Kaleido release "
+            "folder (model/, Wan2.1_VAE.pth, umt5-xxl/)"
+        )
+    if offload:
+        if device == "cpu":
+            raise ValueError("--offload moves models between CPU and GPU; it needs a GPU (device 'cuda')")
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
+    if vae_tiling:
+        pipeline.vae.enable_tiling()
+    return LoadedModel(pipeline, path, model_fingerprint(path), dtype, device)
+
+
+def resolve_parameters(
+    model: LoadedModel,
+    prompt: str,
+    references: list[Path],
+    settings: GenerationSettings,
+    seed: int,
+) -> dict:
+    """Every parameter a generation uses, resolved against the model's generation_config."""
+    from kaleido_s2v import __version__
+    from kaleido_s2v.pipelines.references import reference_fingerprint
+
+    pipeline = model.pipeline
+    config = pipeline.generation_config.override(
+        height=settings.height,
+        width=settings.width,
+        num_frames=settings.num_frames,
+        fps=settings.fps,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        negative_prompt=settings.negative_prompt,
+    )
+    sha256 = []
+    for index, reference in enumerate(references):
+        if not Path(reference).is_file():
+            raise FileNotFoundError(f"reference {index}: {reference} does not exist")
+        sha256.append(reference_fingerprint(reference))
+    return {
+        "prompt": prompt,
+        "negative_prompt": config.negative_prompt,
+        "references": [str(Path(r).resolve()) for r in references],
+        "reference_sha256": sha256,
+        "model_path": str(model.path),
+        "model_fingerprint": model.fingerprint,
+        "height": config.height,
+        "width": config.width,
+        "num_frames": config.num_frames,
+        "fps": config.fps,
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "reference_size": list(config.reference_size or (config.height, config.width)),
+        "seed": seed,
+        **pipeline.describe(),  # scheduler preset and shift, as the scheduler applies them
+        "dtype": model.dtype,
+        "device": model.device,
+        "max_sequence_length": 512,
+        "kaleido_s2v_version": __version__,
+    }
+
+
+def generate_to_file(model: LoadedModel, parameters: dict, out: str | os.PathLike) -> Path:
+    """Generate with resolved `parameters`, write the video (format from `out`), then the side-car JSON."""
+    import torch
+
+    started = time.perf_counter()
+    generator = torch.Generator("cpu").manual_seed(parameters["seed"])
+    frames = model.pipeline(
+        parameters["prompt"],
+        reference_images=[Path(p) for p in parameters["references"]],
+        negative_prompt=parameters["negative_prompt"],
+        height=parameters["height"],
+        width=parameters["width"],
+        num_frames=parameters["num_frames"],
+        num_inference_steps=parameters["num_inference_steps"],
+        guidance_scale=parameters["guidance_scale"],
+        generator=generator,
+        reference_size=tuple(parameters["reference_size"]),
+        max_sequence_length=parameters["max_sequence_length"],
+    ).frames[0]
+    out = save_frames(frames, out, fps=parameters["fps"])
+    write_sidecar(out, {**parameters, "output": out.name, "seconds": round(time.perf_counter() - started, 3)})
+    return out
+
+
+def already_done(video: Path, parameters: dict) -> bool:
+    """True when `video` and its side-car exist and the side-car records the same resolved parameters."""
+    sidecar = sidecar_path(video)
+    if not video.is_file() or not sidecar.is_file():
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return all(recorded.get(key) == parameters.get(key) for key in RESUME_KEYS)
+
+
+def run_batch(
+    model: LoadedModel,
+    cases_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: GenerationSettings,
+    default_seed: int = 0,
+    log=None,
+) -> BatchSummary:
+    """Generate `<out_dir>/<id>.mp4` + `.json` for every case, skipping finished and bad ones."""
+    from tqdm.auto import tqdm
+
+    from kaleido_s2v.cases import Case, read_cases
+
+    log = log or (lambda message: print(message, file=sys.stderr))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = BatchSummary()
+    items = read_cases(cases_file)
+    for item in tqdm(items, desc="cases", unit="case"):
+        if not isinstance(item, Case):
+            log(f"skipping {cases_file} {item}")
+            summary.failed.append(item.id or f"line {item.line}")
+            continue
+        seed = default_seed if item.seed is None else item.seed
+        case_settings = settings
+        if item.negative_prompt is not None:
+            case_settings = GenerationSettings(
+                **{**settings.__dict__, "negative_prompt": item.negative_prompt}
+            )
+        video = out_dir / f"{item.id}.mp4"
+        try:
+            parameters = resolve_parameters(
+                model, item.prompt, [r.path for r in item.references], case_settings, seed
+            )
+            parameters["id"] = item.id
+            parameters["labels"] = item.labels
+            if already_done(video, parameters):
+                summary.skipped_done.append(item.id)
+                continue
+            generate_to_file(model, parameters, video)
+        except (ValueError, FileNotFoundError) as error:
+            log(f"skipping case {item.id} (line {item.line}): {error}")
+            summary.failed.append(item.id)
+            continue
+        summary.generated.append(item.id)
+    return summary
