@@ -243,6 +243,7 @@ class RunSummary:
     funnel: dict
     current: set  # (item id, stage, fingerprint) of this run's results
     executed: int  # stage calls actually run (the rest came from the manifest)
+    executed_by_stage: dict[str, int]
     exported: list[str]
     shards: list[Path]
 
@@ -275,6 +276,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     current: set = set()
     rows_of: dict[str, dict[str, dict]] = {name: {} for name in STAGE_NAMES}
     executed = 0
+    executed_by_stage = dict.fromkeys(STAGE_NAMES, 0)
     try:
         for stage in stages:
             parts = stage.fingerprint_parts()
@@ -322,6 +324,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
                     ]
                 )
                 executed += 1
+                executed_by_stage[stage.name] += 1
             survivors = []
             for item in items:
                 row = manifest.get(item["id"], stage.name, fps[item["id"]])
@@ -357,7 +360,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
         run_dir / "run.json",
         {"current": sorted(map(list, current)), "exported": exported, "shards": [p.name for p in shards]},
     )
-    return RunSummary(run_dir, funnel, current, executed, exported, shards)
+    return RunSummary(run_dir, funnel, current, executed, executed_by_stage, exported, shards)
 
 
 def funnel_report(rows_of: dict[str, dict[str, dict]]) -> dict:

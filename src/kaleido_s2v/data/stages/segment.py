@@ -57,6 +57,9 @@ def grabcut(
         return inside
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(image[..., ::-1])
+    # GrabCut seeds its colour models with k-means on OpenCV's global RNG: reset it so a mask does not
+    # depend on what the process segmented before (resumed and parallel runs must give the same masks)
+    cv2.setRNGSeed(0)
     cv2.grabCut(bgr, seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     return ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)) & inside
 
