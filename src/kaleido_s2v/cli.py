@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "kaleido_s2v.pipelines.cli",
     "kaleido_s2v.evaluation.cli",
     "kaleido_s2v.data.cli",
+    "kaleido_s2v.training.cli",
 ]
 
 
