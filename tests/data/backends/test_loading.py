@@ -84,3 +84,45 @@ def test_lazy_exports():
     assert set(backends.__all__) <= set(dir(backends))
     with pytest.raises(AttributeError):
         backends.NotAThing  # noqa: B018
+
+
+def test_bfloat16_models_get_bfloat16_inputs(sam2_dir, clip_dir, gdino_dir, astronaut):
+    import torch
+
+    masks = backends.SamSegmenter.from_pretrained(sam2_dir, dtype=torch.bfloat16).segment(
+        astronaut, [(0, 0, 64, 64)]
+    )
+    assert masks.shape == (1, *astronaut.shape[:2]) and masks.dtype == bool
+    similarity = backends.ClipScorer.from_pretrained(clip_dir, dtype=torch.bfloat16).image_text_similarity(
+        [astronaut], ["cat"]
+    )
+    assert similarity.dtype == np.float32 and np.isfinite(similarity).all()
+    detector = backends.GroundingDinoDetector.from_pretrained(
+        gdino_dir, dtype=torch.bfloat16, box_threshold=0.0
+    )
+    assert next(detector.model.parameters()).dtype == torch.bfloat16
+    assert all(np.isfinite(d.box).all() for d in detector.detect(astronaut, ["cat"]))
+
+
+def test_flux_fill_folder_without_text_encoders(flux_fill_dir, tmp_path):
+    import shutil
+
+    partial = tmp_path / "flux_no_t5"
+    shutil.copytree(flux_fill_dir, partial)
+    index = (partial / "model_index.json").read_text()
+    (partial / "model_index.json").write_text(
+        index.replace(
+            '"text_encoder_2": [\n    "transformers",\n    "T5EncoderModel"\n  ]',
+            '"text_encoder_2": [null, null]',
+        )
+    )
+    shutil.rmtree(partial / "text_encoder_2")
+    with pytest.raises(ValueError, match="text_encoder_2"):
+        backends.FluxFillInpainter.from_pretrained(partial)
+
+
+def test_too_many_labels_for_the_text_length(gdino_dir, astronaut):
+    detector = backends.GroundingDinoDetector.from_pretrained(gdino_dir)  # max_text_len 32 tokens
+    labels = [f"red car number {i}" for i in range(12)]
+    with pytest.raises(ValueError, match="fewer or shorter labels"):
+        detector.detect(astronaut, labels)

@@ -102,6 +102,12 @@ class GroundingDinoDetector:
         height, width = image.shape[:2]
         prompt, spans = labels_to_prompt(labels)
         batch = self.processor(images=to_pil(image), text=prompt, return_tensors="pt")
+        n_tokens, limit = batch["input_ids"].shape[1], int(self.model.config.max_text_len)
+        if n_tokens > limit:
+            raise ValueError(
+                f"the prompt {prompt!r} is {n_tokens} tokens but the model reads at most {limit}; "
+                "pass fewer or shorter labels (or detect them in several calls)"
+            )
         dtype = next(self.model.parameters()).dtype
         outputs = self.model(**inputs_to(batch, self.device, dtype))
 

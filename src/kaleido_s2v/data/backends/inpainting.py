@@ -98,6 +98,14 @@ class FluxFillInpainter:
             # diffusers ≥ 0.41 renames torch_dtype to dtype; older releases know only torch_dtype.
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipeline = FluxFillPipeline.from_pretrained(source, torch_dtype=dtype).to(device)
+        missing = [
+            name for name in ("text_encoder", "text_encoder_2") if getattr(pipeline, name, None) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"{source} has no {' or '.join(missing)}; the inpainter encodes its prompts, so pass a complete "
+                "FLUX.1 Fill folder (CLIP and T5 text encoders included)"
+            )
         return cls(
             pipeline,
             num_inference_steps=num_inference_steps,
