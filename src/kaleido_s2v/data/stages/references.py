@@ -50,6 +50,7 @@ class ReferencesConfig:
     inpaint_backend: str = "opencv"  # "opencv" | "flux_fill"
     inpaint_model_path: str | None = None
     inpaint_prompt: str = "a plain, softly lit background"
+    inpaint_steps: int = 50  # FluxFill denoising steps (flux_fill and model pose backends)
     pose_backend: str = "geometric"  # "geometric" | "model"
     pose_model_path: str | None = None
     device: str = "cpu"
@@ -191,7 +192,9 @@ class ReferencesStage:
 
             if self._inpainter is None:
                 self._inpainter = import_backends().FluxFillInpainter.from_pretrained(
-                    self.config.inpaint_model_path, device=self.config.device
+                    self.config.inpaint_model_path,
+                    device=self.config.device,
+                    num_inference_steps=self.config.inpaint_steps,
                 )
             keep = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             return np.asarray(
@@ -208,13 +211,15 @@ class ReferencesStage:
             plate = cv2.resize(plate, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
         return np.where(mask[..., None], image, plate).astype(np.uint8)
 
-    def _pose(self, image, mask, seed) -> tuple[np.ndarray, np.ndarray]:
+    def _pose(self, image, mask, seed, label) -> tuple[np.ndarray, np.ndarray]:
         if self.config.pose_backend == "model":
             if self._pose_model is None:
                 self._pose_model = import_backends().PoseVariator.from_pretrained(
-                    self.config.pose_model_path, device=self.config.device
+                    self.config.pose_model_path,
+                    device=self.config.device,
+                    num_inference_steps=self.config.inpaint_steps,
                 )
-            new_image, new_mask = self._pose_model.vary(image, mask, seed)
+            new_image, new_mask = self._pose_model.vary(image, mask, seed, label=label)
             return np.asarray(new_image, dtype=np.uint8), np.asarray(new_mask, dtype=bool)
         return geometric_pose(image, mask, np.random.default_rng(seed))
 
@@ -269,13 +274,12 @@ class ReferencesStage:
                 if variant == "cutout":
                     picture, backend = cutout_on_white(image, mask, crop), "cutout"
                 elif variant == "pose":
-                    posed, posed_mask = self._pose(image, mask, subject_seed)
+                    posed, posed_mask = self._pose(image, mask, subject_seed, other["label"])
                     from kaleido_s2v.data.masks import mask_box
 
                     box = mask_box(posed_mask) or other["box"]
-                    picture = cutout_on_white(
-                        posed, posed_mask, padded_box(list(box), c.padding, *image.shape[:2])
-                    )
+                    crop = padded_box(list(box), c.padding, *image.shape[:2])
+                    picture = cutout_on_white(posed, posed_mask, crop)
                     backend = c.pose_backend
                 else:
                     plates = [cand for cand in candidates if cand[0]["shot"] != sibling["shot"]] or [
@@ -295,6 +299,7 @@ class ReferencesStage:
                             "shot": sibling["shot"],
                             "frame": filtered["source_frame"],
                             "clip": sibling["id"],
+                            "crop": list(crop),  # (x0, y0, x1, y1) of the reference in that frame
                         },
                     }
                 )
