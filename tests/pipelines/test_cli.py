@@ -1,0 +1,170 @@
+"""`kaleido-s2v generate` end to end on a tiny saved model: MP4 + side-car, overrides, --batch with resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kaleido_s2v.cli import main
+from kaleido_s2v.video_io import probe_video
+
+
+def _generate(model_dir, *extra: str) -> int:
+    return main(["generate", "--model", str(model_dir), "--device", "cpu", *extra])
+
+
+def test_single_video_with_sidecar(tiny_model_dir, reference_files, tmp_path):
+    out = tmp_path / "clip.mp4"
+    refs = [arg for path in reference_files for arg in ("--ref", str(path))]
+    assert _generate(tiny_model_dir, *refs, "--prompt", "a cat walks", "--out", str(out), "--seed", "3") == 0
+    info = probe_video(out)
+    assert (info.num_frames, info.width, info.height, info.fps) == (5, 64, 64, 8.0)
+    sidecar = json.loads((tmp_path / "clip.json").read_text())
+    assert sidecar["seed"] == 3 and sidecar["prompt"] == "a cat walks"
+    assert sidecar["num_inference_steps"] == 2 and sidecar["guidance_scale"] == 3.0
+    assert sidecar["shift"] == 7.0 and sidecar["scheduler"] == "kaleido_euler"
+    assert sidecar["negative_prompt"] == "低质量" and sidecar["reference_size"] == [64, 64]
+    assert len(sidecar["reference_sha256"]) == 2 and sidecar["model_path"] == str(tiny_model_dir.resolve())
+    assert len(sidecar["model_fingerprint"]) == 64
+
+    # Same parameters and seed: the same frames (a result can be reproduced from its side-car).
+    # Compared losslessly through PNG frames: libx264 with its default threads is not bit-reproducible.
+    runs = []
+    for name in ("again_a", "again_b"):
+        folder = tmp_path / name
+        assert (
+            _generate(tiny_model_dir, *refs, "--prompt", "a cat walks", "--out", str(folder), "--seed", "3")
+            == 0
+        )
+        runs.append(np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))]))
+    assert runs[0].shape == (5, 64, 64, 3) and np.array_equal(runs[0], runs[1])
+    assert (tmp_path / "again_a.json").is_file()
+
+
+def test_flags_override_the_generation_config(tiny_model_dir, reference_files, tmp_path):
+    out = tmp_path / "wide.gif"
+    args = ["--ref", str(reference_files[0]), "--prompt", "a dog runs", "--out", str(out)]
+    args += [
+        "--height",
+        "48",
+        "--width",
+        "80",
+        "--frames",
+        "9",
+        "--steps",
+        "1",
+        "--guidance",
+        "1",
+        "--fps",
+        "4",
+    ]
+    assert _generate(tiny_model_dir, *args) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 9 and gif.size == (80, 48)
+    sidecar = json.loads((tmp_path / "wide.json").read_text())
+    assert (sidecar["height"], sidecar["width"], sidecar["num_frames"], sidecar["fps"]) == (48, 80, 9, 4)
+    assert sidecar["num_inference_steps"] == 1 and sidecar["guidance_scale"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--prompt", "a cat", "--out", "x.mp4", "--height", "72"],
+            "height 72 is not a positive multiple of 16",
+        ),
+        (["--prompt", "a cat", "--out", "x.mp4", "--frames", "10"], "num_frames 10 is not of the form 4k"),
+        (["--prompt", "  ", "--out", "x.mp4"], "--prompt is empty"),
+        (["--prompt", "a cat"], "--out PATH is required"),
+        (["--batch", "cases.txt"], "--batch needs --out-dir"),
+        (
+            ["--prompt", "a cat", "--out", "x.mp4", "--ref", "missing.png"],
+            "reference 0: missing.png does not exist",
+        ),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, extra, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert _generate(tiny_model_dir, *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_is_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KALEIDO_S2V_MODEL", raising=False)
+    assert main(["generate", "--model", str(tmp_path / "nothing"), "--prompt", "a", "--out", "x.mp4"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _write_cases(folder, reference_files) -> None:
+    empty = folder / "empty.png"
+    empty.write_bytes(b"")
+    corrupt = folder / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    wide, tall = reference_files
+    lines = [
+        f"a red and blue block slides left@@{wide}@@{tall}",  # 00001: good
+        f"a cat sits@@{folder / 'missing.png'}",  # 00002: missing image (parser reports it)
+        f"a dog runs@@{empty}",  # 00003: zero-byte image (fails when loaded)
+        "",  # 00004: blank lines count and are skipped
+        f"a boy jumps@@{corrupt}",  # 00005: corrupt image
+        f"a green bar rises@@{tall}",  # 00006: good
+    ]
+    (folder / "cases.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_batch_skips_bad_lines_finishes_the_others_and_resumes(
+    tiny_model_dir, reference_files, tmp_path, capsys
+):
+    _write_cases(tmp_path, reference_files)
+    out_dir = tmp_path / "out"
+    batch = ["--batch", str(tmp_path / "cases.txt"), "--out-dir", str(out_dir), "--seed", "7"]
+    assert _generate(tiny_model_dir, *batch) == 1  # some cases failed
+    captured = capsys.readouterr()
+    assert "line 2" in captured.err and "missing.png" in captured.err
+    assert "skipping case 00003" in captured.err and "empty file" in captured.err
+    assert "skipping case 00005" in captured.err and "not a readable image" in captured.err
+    assert "2 generated, 0 already done, 3 failed" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00001.json", "00001.mp4", "00006.json", "00006.mp4"]
+    assert probe_video(out_dir / "00001.mp4").num_frames == 5
+    first = json.loads((out_dir / "00001.json").read_text())
+    assert first["id"] == "00001" and first["seed"] == 7 and first["labels"] == ["wide", "tall"]
+    stamps = {name: (out_dir / name).stat().st_mtime_ns for name in ("00001.mp4", "00006.mp4")}
+
+    # A second run finds both videos done and leaves them untouched.
+    assert _generate(tiny_model_dir, *batch) == 1
+    assert "0 generated, 2 already done, 3 failed" in capsys.readouterr().out
+    assert {name: (out_dir / name).stat().st_mtime_ns for name in stamps} == stamps
+
+    # A run interrupted before the side-car was written redoes that case only.
+    (out_dir / "00006.json").unlink()
+    assert _generate(tiny_model_dir, *batch) == 1
+    assert "1 generated, 1 already done, 3 failed" in capsys.readouterr().out
+    assert (out_dir / "00001.mp4").stat().st_mtime_ns == stamps["00001.mp4"]
+
+    # Any resolved parameter that changes (here the seed) makes the case run again.
+    batch[-1] = "8"
+    assert _generate(tiny_model_dir, *batch) == 1
+    assert "2 generated, 0 already done, 3 failed" in capsys.readouterr().out
+    assert json.loads((out_dir / "00001.json").read_text())["seed"] == 8
+
+
+def test_jsonl_case_seed_and_negative_prompt_win(tiny_model_dir, reference_files, tmp_path, capsys):
+    case = {
+        "id": "cat_walks",
+        "prompt": "a cat walks",
+        "references": [{"path": str(reference_files[0]), "label": "block"}],
+        "negative_prompt": "静态",
+        "seed": 11,
+    }
+    (tmp_path / "cases.jsonl").write_text(json.dumps(case, ensure_ascii=False) + "\n")
+    out_dir = tmp_path / "out"
+    args = ["--batch", str(tmp_path / "cases.jsonl"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *args) == 0
+    sidecar = json.loads((out_dir / "cat_walks.json").read_text())
+    assert sidecar["seed"] == 11 and sidecar["negative_prompt"] == "静态" and sidecar["labels"] == ["block"]
+    assert "1 generated" in capsys.readouterr().out

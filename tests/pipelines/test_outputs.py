@@ -1,0 +1,58 @@
+"""Video outputs: MP4 via PyAV, GIF, PNG frames, side-car paths; the pixel rule of SPEC §5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kaleido_s2v.pipelines.outputs import frames_to_uint8, save_frames, sidecar_path, write_sidecar
+from kaleido_s2v.video_io import probe_video, read_video
+
+
+def _frames(count=5, height=32, width=48):
+    ramp = np.linspace(0, 1, count, dtype=np.float32)[:, None, None, None]
+    return np.broadcast_to(ramp, (count, height, width, 3)).copy()
+
+
+def test_pixel_rule_clamps_and_scales():
+    frames = np.array([-0.5, 0.0, 0.5, 1.0, 1.5], np.float32).reshape(5, 1, 1, 1).repeat(3, -1)
+    assert frames_to_uint8(frames)[:, 0, 0, 0].tolist() == [0, 0, 127, 255, 255]
+
+
+def test_mp4_reads_back_with_the_frame_count_size_and_fps(tmp_path):
+    out = save_frames(_frames(9), tmp_path / "clip.mp4", fps=16)
+    info = probe_video(out)
+    assert (info.num_frames, info.width, info.height, info.fps) == (9, 48, 32, 16.0)
+    decoded, _ = read_video(out)
+    assert abs(float(decoded[-1].mean()) - 255) < 3 and float(decoded[0].mean()) < 3
+    assert not (tmp_path / "clip.tmp.mp4").exists()
+
+
+def test_gif_has_every_frame_and_the_duration(tmp_path):
+    out = save_frames(_frames(5), tmp_path / "clip.gif", fps=10)
+    with Image.open(out) as gif:
+        assert gif.n_frames == 5 and gif.size == (48, 32)
+        assert gif.info["duration"] == 100
+
+
+def test_png_frames_folder(tmp_path):
+    out = save_frames(_frames(3), tmp_path / "frames", fps=8)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["00000.png", "00001.png", "00002.png"]
+    assert np.asarray(Image.open(out / "00002.png")).shape == (32, 48, 3)
+    # Writing again replaces the folder as a whole.
+    save_frames(_frames(2), out, fps=8)
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
+
+
+def test_unknown_suffix_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown format '.avi'"):
+        save_frames(_frames(1), tmp_path / "clip.avi", fps=8)
+
+
+def test_sidecar_sits_beside_the_output(tmp_path):
+    assert sidecar_path(tmp_path / "a.mp4") == tmp_path / "a.json"
+    assert sidecar_path(tmp_path / "frames") == tmp_path / "frames.json"
+    written = write_sidecar(tmp_path / "a.mp4", {"seed": 3, "prompt": "猫"})
+    assert '"prompt": "猫"' in written.read_text(encoding="utf-8")
