@@ -89,3 +89,33 @@ def test_cli_model_backend_end_to_end(tiny_eval_models, ball_reference, tmp_path
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["backend"] == "model" and "not comparable" not in metrics["comparability"]
     assert metrics["summary"]["text_alignment"]["n"] == 1 and "text_alignment" not in metrics["unavailable"]
+
+
+def test_aesthetics_with_a_linear_head_on_the_tiny_clip(tiny_eval_models, ball_reference, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    head = tmp_path / "head.safetensors"
+    save_file({"weight": torch.full((1, 16), 0.25), "bias": torch.tensor([5.0])}, str(head))
+    backend = ModelBackend.from_config(_config(tiny_eval_models, aesthetic=str(head)))
+    frames = np.stack(moving_video(green_background(), *striped_ball(30), frames=3))
+    value = backend.aesthetics(frames)
+    # bias 5 plus 0.25 × the sum of a unit 16-d vector's components: within 5 ± 0.25 × 4.
+    assert value is not None and 4.0 <= value <= 6.0
+    direct = backend.aesthetic.score(list(frames))
+    assert value == pytest.approx(float(np.mean(direct)), abs=1e-5)
+
+
+def test_background_similarity_is_one_for_the_same_background_and_reuses_the_reference(tiny_eval_models):
+    backend = ModelBackend.from_config(_config(tiny_eval_models, sam=None, clip=None))
+    background = green_background()
+    everywhere = np.ones(background.shape[:2], bool)
+    assert backend.background_similarity(background, everywhere, background, everywhere) == pytest.approx(
+        1.0, abs=1e-5
+    )
+    calls = []
+    original = backend.embedder.image_features
+    backend.embedder.image_features = lambda images: calls.append(len(images)) or original(images)
+    for _ in range(3):
+        backend.background_similarity(background, everywhere, background[::-1].copy(), everywhere)
+    assert calls == [1, 1, 1]  # only the frame is embedded; the reference's embedding is kept

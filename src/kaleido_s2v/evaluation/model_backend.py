@@ -4,6 +4,8 @@ aesthetics. It uses the data pipeline's wrappers in `kaleido_s2v.data.backends`.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from kaleido_s2v.evaluation.candidates import Candidate
@@ -51,6 +53,7 @@ class ModelBackend:
         self.clip = clip
         self.aesthetic = aesthetic
         self.white_tolerance = white_tolerance
+        self._reference_backgrounds: dict[str, np.ndarray] = {}  # the last reference's embedding
 
     @classmethod
     def from_config(cls, config: EvalConfig) -> ModelBackend:
@@ -152,13 +155,21 @@ class ModelBackend:
         frame: np.ndarray,
         frame_background: np.ndarray,
     ) -> float:
-        """Cosine (clipped to [0, 1]) of the embeddings of the two images with their subjects greyed out."""
-        ref = reference.copy()
-        ref[~reference_background] = _NEUTRAL_GREY
+        """Cosine (clipped to [0, 1]) of the embeddings of the two images with their subjects greyed out.
+
+        The reference's embedding is kept for the next frames (it is the same for every frame).
+        """
+        key = hashlib.sha1(reference.tobytes() + np.packbits(reference_background).tobytes()).hexdigest()
+        if key not in self._reference_backgrounds:
+            ref = reference.copy()
+            ref[~reference_background] = _NEUTRAL_GREY
+            self._reference_backgrounds = {
+                key: np.asarray(self.embedder.image_features([ref]), np.float32)[0]
+            }
         gen = frame.copy()
         gen[~frame_background] = _NEUTRAL_GREY
-        features = np.asarray(self.embedder.image_features([ref, gen]), dtype=np.float32)
-        return float(np.clip(features[0] @ features[1], 0.0, 1.0))
+        features = np.asarray(self.embedder.image_features([gen]), dtype=np.float32)[0]
+        return float(np.clip(self._reference_backgrounds[key] @ features, 0.0, 1.0))
 
     def text_alignment(self, frames: np.ndarray, prompt: str) -> float | None:
         """Mean over sampled frames of the CLIP cosine between frame and prompt; None without CLIP."""
