@@ -92,3 +92,12 @@ def test_parse_caption_limits_subjects_and_cleans_words():
 def test_wrong_inputs(captioner):
     with pytest.raises(ValueError, match="empty"):
         captioner.caption([])
+
+
+def test_max_pixels_caps_visual_tokens(qwen_vl_dir, astronaut):
+    small = VlmCaptioner.from_pretrained(qwen_vl_dir, max_pixels=56 * 56)
+    large = VlmCaptioner.from_pretrained(qwen_vl_dir, max_pixels=112 * 112)
+    small_grid = small.build_inputs([astronaut])["image_grid_thw"][0]
+    large_grid = large.build_inputs([astronaut])["image_grid_thw"][0]
+    assert int(small_grid[1:].prod()) * 14 * 14 <= 56 * 56
+    assert int(large_grid[1:].prod()) > int(small_grid[1:].prod())

@@ -65,3 +65,28 @@ def test_bad_inputs(detector_all, astronaut):
         detector_all.detect(astronaut.astype(np.float32), ["person"])
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         detector_all.detect(astronaut[..., 0], ["person"])
+
+
+def test_non_maximum_suppression_is_per_label():
+    from kaleido_s2v.data.backends.detection import box_iou, non_maximum_suppression
+
+    a = Detection("cat", (0.0, 0.0, 10.0, 10.0), 0.9)
+    b = Detection("cat", (1.0, 1.0, 10.0, 10.0), 0.8)  # IoU 0.81 with a
+    c = Detection("dog", (1.0, 1.0, 10.0, 10.0), 0.7)  # same place, other label: kept
+    d = Detection("cat", (20.0, 20.0, 30.0, 30.0), 0.6)
+    assert box_iou(a.box, b.box) == pytest.approx(81 / 100)
+    assert non_maximum_suppression([d, c, b, a], 0.5) == [a, c, d]
+    assert non_maximum_suppression([a, b], 0.9) == [a, b]
+
+
+def test_detector_nms_option(gdino_dir, astronaut):
+    plain = GroundingDinoDetector.from_pretrained(gdino_dir, box_threshold=0.0, text_threshold=0.0)
+    suppressed = GroundingDinoDetector.from_pretrained(
+        gdino_dir, box_threshold=0.0, text_threshold=0.0, nms_iou=0.0
+    )
+    everything = plain.detect(astronaut, ["person"])
+    kept = suppressed.detect(astronaut, ["person"])
+    assert 1 <= len(kept) <= len(everything) and set(kept) <= set(everything)
+    from kaleido_s2v.data.backends.detection import box_iou
+
+    assert all(box_iou(x.box, y.box) == 0.0 for i, x in enumerate(kept) for y in kept[i + 1 :])

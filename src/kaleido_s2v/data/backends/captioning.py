@@ -142,7 +142,10 @@ class VlmCaptioner:
         max_frames: int = 8,
         max_new_tokens: int = 256,
         max_subjects: int = 5,
+        max_pixels: int | None = 448 * 448,
     ) -> VlmCaptioner:
+        """`max_pixels` caps each frame's area before patching (448*448 ≈ 256 visual tokens per
+        frame); None keeps the folder's own setting (Qwen's default allows ~16k tokens per frame)."""
         from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
 
         source, local_dir = resolve_model_source(path_or_id)
@@ -151,7 +154,9 @@ class VlmCaptioner:
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype).to(device)
         return cls(
             model,
-            Qwen2VLImageProcessorPil.from_pretrained(source),
+            Qwen2VLImageProcessorPil.from_pretrained(
+                source, **({} if max_pixels is None else {"max_pixels": max_pixels})
+            ),
             AutoTokenizer.from_pretrained(source),
             max_frames=max_frames,
             max_new_tokens=max_new_tokens,

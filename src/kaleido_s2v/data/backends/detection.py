@@ -43,12 +43,34 @@ def labels_to_prompt(labels: Sequence[str]) -> tuple[str, list[tuple[int, int]]]
     return " ".join(parts), spans
 
 
+def non_maximum_suppression(detections: list[Detection], iou_threshold: float) -> list[Detection]:
+    """Keep the best-scoring box of each group of same-label boxes overlapping by more than `iou_threshold`."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: -d.score):
+        if all(
+            other.label != detection.label or box_iou(other.box, detection.box) <= iou_threshold
+            for other in kept
+        ):
+            kept.append(detection)
+    return kept
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 class GroundingDinoDetector:
     """Boxes for the given subject labels in one image.
 
     Each query's score is its highest token probability over the whole prompt (as in Grounding
     DINO's own post-processing) and must exceed `box_threshold`; its label is the requested label
     whose tokens score highest, and that label's best token must exceed `text_threshold`.
+    Grounding DINO often returns several queries for one object; `nms_iou` (off by default, as in
+    transformers' post-processing) keeps the best of same-label boxes overlapping more than it.
     """
 
     def __init__(
@@ -57,10 +79,16 @@ class GroundingDinoDetector:
         processor,
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
+        nms_iou: float | None = None,
     ) -> None:
-        for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
-            if not 0.0 <= value <= 1.0:
+        for name, value in (
+            ("box_threshold", box_threshold),
+            ("text_threshold", text_threshold),
+            ("nms_iou", nms_iou),
+        ):
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} {value} is outside [0, 1]")
+        self.nms_iou = nms_iou
         self.model = model.eval()
         self.processor = processor
         self.box_threshold = float(box_threshold)
@@ -74,6 +102,7 @@ class GroundingDinoDetector:
         dtype: torch.dtype = torch.float32,
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
+        nms_iou: float | None = None,
     ) -> GroundingDinoDetector:
         """Load a Grounding DINO folder (config.json, weights, processor and bert tokenizer files)."""
         try:
@@ -85,7 +114,9 @@ class GroundingDinoDetector:
         check_model_type(config, ["grounding-dino", "mm-grounding-dino"], "Grounding DINO detector", source)
         model = GroundingDinoForObjectDetection.from_pretrained(source, dtype=dtype).to(device)
         processor = AutoProcessor.from_pretrained(source)
-        return cls(model, processor, box_threshold=box_threshold, text_threshold=text_threshold)
+        return cls(
+            model, processor, box_threshold=box_threshold, text_threshold=text_threshold, nms_iou=nms_iou
+        )
 
     @property
     def device(self) -> torch.device:
@@ -134,6 +165,8 @@ class GroundingDinoDetector:
             )
             for q in torch.nonzero(keep).flatten().tolist()
         ]
+        if self.nms_iou is not None:
+            detections = non_maximum_suppression(detections, self.nms_iou)
         return sorted(detections, key=lambda d: -d.score)
 
     def _label_token_positions(
