@@ -19,7 +19,9 @@ def register(subparsers) -> None:
             "`train cache CONFIG` VAE- and text-encodes the config's samples once into data.cache_dir."
         ),
     )
-    parser.add_argument("words", nargs="+", metavar="CONFIG", help="the training config (YAML), or: cache CONFIG")
+    parser.add_argument(
+        "words", nargs="+", metavar="CONFIG", help="the training config (YAML), or: cache CONFIG"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.set_defaults(func=_run)
 
@@ -48,7 +50,9 @@ def _train(config_path: str, resume: bool) -> int:
         result = trainer.train(resume=resume)
         if trainer.context.is_main:
             last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
-            print(f"trained steps {result.start_step}..{result.final_step}, last loss {last}; wrote {result.export_dir}")
+            print(
+                f"trained steps {result.start_step}..{result.final_step}, last loss {last}; wrote {result.export_dir}"
+            )
     finally:
         destroy_distributed()
     return 0

@@ -135,10 +135,11 @@ class TrainConfig:
             self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
             f"ema_decay must be in (0, 1) or null, got {self.ema_decay}",
         )
+        model = self.model
         _check(
-            (self.model.pretrained is None) != (self.model.config is None),
+            (model.pretrained is None) != (model.config is None) or model.init_from is not None,
             "set exactly one of model.pretrained (a checkpoint path) and model.config (constructor "
-            f"arguments); got pretrained={self.model.pretrained!r}, config={self.model.config!r}",
+            f"arguments), or model.init_from; got pretrained={model.pretrained!r}, config={model.config!r}",
         )
         for name in ("caption_dropout", "reference_dropout"):
             value = getattr(self.data, name)
@@ -201,7 +202,7 @@ def config_from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ValueError(
-            f"unknown config key {prefix}{unknown[0]!r}"
+            f"unknown config key {prefix + unknown[0]!r}"
             + (f" (and {', '.join(prefix + k for k in unknown[1:])})" if len(unknown) > 1 else "")
             + f"; known keys{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
         )

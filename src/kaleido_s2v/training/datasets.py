@@ -278,7 +278,8 @@ class LatentCacheDataset:
                 "run `kaleido-s2v train cache CONFIG` first"
             )
         index = json.loads(index_path.read_text())
-        if fingerprint is not None and index.get("fingerprint") != fingerprint:
+        stored = index.get("fingerprint")
+        if fingerprint is not None and stored is not None and stored != fingerprint:
             raise ValueError(
                 f"latent cache {self.cache_dir} was built for other data settings or encoders; "
                 "rerun `kaleido-s2v train cache CONFIG` with a new data.cache_dir"
@@ -297,3 +298,43 @@ class LatentCacheDataset:
         bucket = self.bucket_keys[index]
         references = tuple(tensors[f"ref_{slot}"] for slot in range(bucket.num_references))
         return LatentExample(self.ids[index], tensors["latents"], references, tensors["text_states"], bucket)
+
+
+def save_latent_examples(
+    cache_dir: str | os.PathLike,
+    examples: Sequence[LatentExample],
+    empty_text_states: torch.Tensor,
+    fingerprint: str | None = None,
+) -> Path:
+    """Write latents computed elsewhere (e.g. by the demo's own autoencoder) as a latent cache.
+
+    With `fingerprint` None the cache is not tied to a data config, and training never rejects it.
+    """
+    from safetensors.torch import save_file
+
+    cache_dir = Path(cache_dir)
+    (cache_dir / "samples").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for example in examples:
+        if len(example.reference_latents) != example.bucket.num_references:
+            raise ValueError(
+                f"example {example.key}: {len(example.reference_latents)} reference latents but its bucket "
+                f"says {example.bucket.num_references}"
+            )
+        tensors = {"latents": example.latents.contiguous(), "text_states": example.text_states.contiguous()}
+        tensors.update({f"ref_{slot}": r.contiguous() for slot, r in enumerate(example.reference_latents)})
+        with atomic_path(cache_dir / "samples" / f"{example.key}.safetensors") as temporary:
+            save_file(tensors, str(temporary))
+        bucket = example.bucket
+        entries.append(
+            {
+                "id": example.key,
+                "bucket": [bucket.height, bucket.width, bucket.num_frames, bucket.num_references],
+            }
+        )
+    with atomic_path(cache_dir / "empty_text.safetensors") as temporary:
+        save_file({"text_states": empty_text_states.contiguous()}, str(temporary))
+    write_json_atomic(
+        cache_dir / "cache.json", {"format": CACHE_FORMAT, "fingerprint": fingerprint, "samples": entries}
+    )
+    return cache_dir

@@ -75,26 +75,18 @@ def build_transformer(config: TrainConfig) -> nn.Module:
 
     model_config = config.model
     torch.manual_seed(config.seed)  # every rank initialises identically
-    if model_config.init_from is not None:
-        model = _load_checkpoint(model_config.init_from)
-    elif model_config.pretrained is not None:
-        model = _load_checkpoint(model_config.pretrained)
+    checkpoint = model_config.init_from or model_config.pretrained
+    if checkpoint is not None:
+        from kaleido_s2v.models.checkpoints import load_transformer
+
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(f"model checkpoint {checkpoint} does not exist")
+        model = load_transformer(checkpoint, torch_dtype=torch.float32, rope_policy=model_config.rope_policy)
     else:
-        arguments = dict(model_config.config)
+        arguments = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.config.items()}
         arguments.setdefault("rope_policy", model_config.rope_policy)
-        arguments = {k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()}
         model = KaleidoTransformer3DModel(**arguments)
-    if model.config.rope_policy != model_config.rope_policy:
-        model.register_to_config(rope_policy=model_config.rope_policy)
     return model.float()
-
-
-def _load_checkpoint(path: str) -> nn.Module:
-    from kaleido_s2v.models.checkpoints import load_transformer
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"model checkpoint {path} does not exist")
-    return load_transformer(path, torch_dtype=torch.float32)
 
 
 def lr_lambda(step: int, warmup_steps: int, max_steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -317,8 +309,12 @@ class Trainer:
         for name, parameter in self.trainable.items():
             self.ema[name].lerp_(parameter.detach(), 1 - decay)
 
-    def train(self, resume: bool = False) -> TrainResult:
-        """Run until `max_steps`; with `resume`, continue from the newest complete checkpoint."""
+    def train(self, resume: bool = False, stop_at_step: int | None = None) -> TrainResult:
+        """Run until `max_steps`; with `resume`, continue from the newest complete checkpoint.
+
+        `stop_at_step` ends the run early with a checkpoint (a job's time limit); a later
+        `train(resume=True)` continues exactly where it stopped. Only a full run exports weights.
+        """
         from tqdm.auto import tqdm
 
         config, context = self.config, self.context
@@ -333,7 +329,8 @@ class Trainer:
         per_rank = config.micro_batch_size * config.gradient_accumulation_steps
         bar = tqdm(total=config.max_steps, initial=self.step, desc="train", disable=not context.is_main)
         window = {"data": 0.0, "total": 0.0, "samples": 0, "tokens": 0}
-        while self.step < config.max_steps:
+        last_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
+        while self.step < last_step:
             step = self.step
             step_start = time.perf_counter()
             self.sampler.next_batch()  # the loader reads ahead; this copy tracks the resume position
@@ -373,6 +370,10 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         result.final_step = self.step
+        if self.step < config.max_steps:
+            if not (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+                self.save_checkpoint()
+            return result
         result.export_dir = self.export()
         return result
 

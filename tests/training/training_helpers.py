@@ -1,0 +1,71 @@
+"""Shared builders for the training tests: synthetic latent clips and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tiny_components import TINY_TRANSFORMER_CONFIG
+
+from kaleido_s2v.training.buckets import BucketKey
+from kaleido_s2v.training.config import TrainConfig, config_from_dict
+from kaleido_s2v.training.datasets import InMemoryLatentDataset, LatentExample
+
+# Wide enough for its 4-channel latents (patch 16 values into width 48) to learn in a few hundred steps.
+LEARNING_MODEL_CONFIG = dict(
+    TINY_TRANSFORMER_CONFIG, in_channels=4, out_channels=4, attention_head_dim=24, ffn_dim=96
+)
+TEXT_LENGTH = 8
+
+
+def latent_examples(
+    num_clips: int = 2,
+    channels: int = 4,
+    frames: int = 2,
+    size: int = 8,
+    num_references: int = 1,
+    seed: int = 0,
+    key_prefix: str = "clip",
+) -> list[LatentExample]:
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for index in range(num_clips):
+        latents = torch.randn(channels, frames, size, size, generator=generator)
+        references = tuple(
+            torch.randn(channels, 1, size, size, generator=generator) for _ in range(num_references)
+        )
+        text = torch.randn(5, 32, generator=generator)
+        bucket = BucketKey(size * 8, size * 8, (frames - 1) * 4 + 1, num_references)
+        examples.append(LatentExample(f"{key_prefix}{index}", latents, references, text, bucket))
+    return examples
+
+
+def latent_dataset(**kwargs: Any) -> InMemoryLatentDataset:
+    return InMemoryLatentDataset(latent_examples(**kwargs), empty_text_states=torch.zeros(1, 32))
+
+
+def config_dict(output_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A plain-dict tiny config (what a YAML file would hold); nested sections merge."""
+    raw: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=4,
+        micro_batch_size=2,
+        mixed_precision="no",
+        checkpoint_every=0,
+        log_every=1,
+        model=dict(config=dict(LEARNING_MODEL_CONFIG)),
+        encoders=dict(max_text_length=TEXT_LENGTH),
+        data=dict(caption_dropout=0.0),
+        optimizer=dict(lr=3e-3, max_grad_norm=1.0, weight_decay=0.0),
+    )
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict) and key != "model":
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def tiny_config(output_dir: Path, **overrides: Any) -> TrainConfig:
+    return config_from_dict(TrainConfig, config_dict(output_dir, **overrides))
