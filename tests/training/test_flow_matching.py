@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from training.training_helpers import latent_dataset, tiny_config
 
 from kaleido_s2v.training.flow_matching import (
     flow_matching_loss,
@@ -14,6 +13,7 @@ from kaleido_s2v.training.flow_matching import (
     tokens_per_frame,
 )
 from kaleido_s2v.training.trainer import Trainer
+from training.training_helpers import latent_dataset, tiny_config
 
 
 @pytest.mark.parametrize(("height", "width", "expected"), [(480, 832, 2.0559), (512, 896, 2.1383)])

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
-from training.training_helpers import latent_dataset, tiny_config
 
 from kaleido_s2v.models.checkpoints import load_transformer
 from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint, lr_lambda
+from training.training_helpers import latent_dataset, tiny_config
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tiny_components import TINY_TRANSFORMER_CONFIG
 
 from kaleido_s2v.training.buckets import BucketKey
 from kaleido_s2v.training.config import TrainConfig, config_from_dict
 from kaleido_s2v.training.datasets import InMemoryLatentDataset, LatentExample
+from tiny_components import TINY_TRANSFORMER_CONFIG
 
 # Wide enough for its 4-channel latents (patch 16 values into width 48) to learn in a few hundred steps.
 LEARNING_MODEL_CONFIG = dict(
