@@ -35,6 +35,7 @@ class DetectConfig:
     diff_threshold: int = 30  # max channel difference from the background, 0..255
     min_area: float = 0.004  # fraction of the frame
     faces: bool = True
+    analysis_side: int = 480  # larger frames are downscaled to this longest side for motion and faces
     # grounding_dino backend
     model_path: str | None = None
     device: str = "cpu"
@@ -114,10 +115,27 @@ class DetectStage:
             for s in truth.subjects_at(source_frame):
                 detections.append({"label": s["label"], "box": [float(v) for v in s["box"]], "score": 1.0})
         elif self.config.backend == "motion":
+            import cv2
+
             frame = read_keyframe(context.run_dir, item)
-            background = np.median(read_shot_frames(item), axis=0).astype(np.uint8)
+            shot = read_shot_frames(item)
+            height, width = frame.shape[:2]
+            factor = max(1, int(np.ceil(max(height, width) / self.config.analysis_side)))
+            size = (width // factor, height // factor)
+            small = frame
+            if factor > 1:
+                small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+                shot = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in shot])
+            background = np.median(shot, axis=0).astype(np.uint8)
             label = subjects[0] if len(subjects) == 1 else "object"
-            for mask in motion_regions(background, frame, self.config.diff_threshold, self.config.min_area):
+            regions = motion_regions(background, small, self.config.diff_threshold, self.config.min_area)
+            for region in regions:
+                mask = region
+                if factor > 1:  # back to full resolution
+                    mask = (
+                        cv2.resize(region.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+                        > 0
+                    )
                 box = mask_box(mask)
                 detections.append(
                     {
@@ -128,8 +146,9 @@ class DetectStage:
                     }
                 )
             if self.config.faces:
-                for box in detect_faces(frame):
-                    detections.append({"label": "face", "box": [float(v) for v in box], "score": 1.0})
+                for box in detect_faces(small):
+                    full = [float(v * factor) for v in box]
+                    detections.append({"label": "face", "box": full, "score": 1.0})
         else:
             if not subjects:
                 return StageResult.reject("no_subject_words")

@@ -66,3 +66,68 @@ def read_shot_frames(item: dict, max_frames: int = 32) -> np.ndarray:
     frames = decode_frames(item["source"], picks)
     height, width = item["height"], item["width"]
     return np.stack([frames[i][:height, :width] for i in picks if i in frames])
+
+
+def rgb_to_yuv420(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB -> Y (H, W), U and V (H/2, W/2) uint8: BT.601 limited range, 2x2 chroma mean
+    (what decoders assume for untagged H.264, and what swscale does by default)."""
+    rgb = array.astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    height, width = y.shape
+
+    def half(c: np.ndarray) -> np.ndarray:
+        return c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+
+    return tuple(np.clip(np.round(c), 0, 255).astype(np.uint8) for c in (y, half(u), half(v)))
+
+
+def _yuv420_frame(array: np.ndarray):
+    """An RGB (H, W, 3) uint8 array as a yuv420p VideoFrame, converted in numpy, row padding zeroed.
+
+    x264 reads the padding bytes at the end of each plane row and swscale's vector code reads past
+    the row end; PyAV leaves that memory uninitialised, which made encoded bytes vary (measured here).
+    """
+    import av
+
+    frame = av.VideoFrame(array.shape[1], array.shape[0], "yuv420p")
+    for plane, values in zip(frame.planes, rgb_to_yuv420(array), strict=True):
+        padded = np.zeros((plane.height, plane.line_size), np.uint8)
+        padded[:, : plane.width] = values
+        plane.update(padded.tobytes())
+    return frame
+
+
+def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
+    """Write (F, H, W, 3) uint8 RGB frames atomically as H.264 MP4, bit-for-bit reproducibly.
+
+    Like `video_io.write_video`, but reproducible, because SPEC §10.3 compares runs by artifact
+    sha256: with `video_io.write_video` the same frames gave different P-frames from run to run in a
+    process that had imported torch (measured). Adaptive quantisation, the macroblock tree and psy
+    optimisations are off (their float maths was the varying part), and frames reach x264 converted
+    in numpy with zeroed row padding (see `_yuv420_frame`).
+    """
+    from fractions import Fraction
+
+    import av
+
+    from kaleido_s2v.atomic import atomic_path
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be (F>0, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        with av.open(str(temporary), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "x264-params": "aq-mode=0:mbtree=0:psy=0"}
+            for array in frames:
+                container.mux(stream.encode(_yuv420_frame(np.ascontiguousarray(array))))
+            container.mux(stream.encode())
+    return path

@@ -33,35 +33,49 @@ class SegmentConfig:
 
 
 def grabcut(
-    image: np.ndarray, box: tuple[float, float, float, float], hint: np.ndarray | None, iterations: int
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    hint: np.ndarray | None,
+    iterations: int,
+    context: float = 0.5,
 ) -> np.ndarray:
-    """(H, W) bool mask of the object in `box`; `hint` (H, W) bool marks probable foreground."""
+    """(H, W) bool mask of the object in `box`; `hint` (H, W) bool marks probable foreground.
+
+    GrabCut runs on a window around the box (the box grown by `context` of its size on each side),
+    which is where its background model needs samples from; the rest of the frame stays background.
+    """
     import cv2
 
     height, width = image.shape[:2]
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    result = np.zeros((height, width), bool)
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return np.zeros((height, width), bool)
-    seed = np.full((height, width), cv2.GC_BGD, np.uint8)
-    inside = np.zeros((height, width), bool)
-    inside[y0:y1, x0:x1] = True
-    if hint is not None and (hint & inside).any():
+        return result
+    mx, my = max(4, int((x1 - x0) * context)), max(4, int((y1 - y0) * context))
+    wx0, wy0, wx1, wy1 = max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
+    window = np.ascontiguousarray(image[wy0:wy1, wx0:wx1, ::-1])  # BGR for OpenCV
+    inside = np.zeros(window.shape[:2], bool)
+    inside[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = True
+    seed = np.full(window.shape[:2], cv2.GC_BGD, np.uint8)
+    local_hint = hint[wy0:wy1, wx0:wx1] & inside if hint is not None else None
+    if local_hint is not None and local_hint.any():
         seed[inside] = cv2.GC_PR_BGD
-        seed[hint & inside] = cv2.GC_PR_FGD
-        core = cv2.erode((hint & inside).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        seed[local_hint] = cv2.GC_PR_FGD
+        core = cv2.erode(local_hint.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         seed[core] = cv2.GC_FGD
     else:
         seed[inside] = cv2.GC_PR_FGD
     if (seed == cv2.GC_BGD).sum() < 8:  # the box covers the frame: GrabCut needs background samples
-        return inside
+        result[y0:y1, x0:x1] = True
+        return result
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    bgr = np.ascontiguousarray(image[..., ::-1])
     # GrabCut seeds its colour models with k-means on OpenCV's global RNG: reset it so a mask does not
     # depend on what the process segmented before (resumed and parallel runs must give the same masks)
     cv2.setRNGSeed(0)
-    cv2.grabCut(bgr, seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    return ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)) & inside
+    cv2.grabCut(window, seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    result[wy0:wy1, wx0:wx1] = ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)) & inside
+    return result
 
 
 class SegmentStage:
