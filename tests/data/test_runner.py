@@ -206,3 +206,29 @@ def test_process_pool_gives_the_in_process_manifest(easy_scenes, tmp_path, clip_
     assert _files(tmp_path) == _files(reference_dir)
     assert len({r["worker"] for r in Manifest(tmp_path).rows.values()}) >= 2
     assert summary.exported == reference.exported
+
+
+@pytest.mark.parametrize("form", ["export", "shards"])
+def test_training_dataset_reads_the_export(reference_run, form):
+    from kaleido_s2v.training.config import DataConfig
+    from kaleido_s2v.training.datasets import VideoSampleDataset
+
+    run_dir, summary = reference_run
+    config = DataConfig(paths=(str(run_dir / form),), resolutions=((64, 64),), num_frames=9, fps=8.0)
+    dataset = VideoSampleDataset(config)
+    assert len(dataset) == len(summary.exported)
+    example = dataset[0]
+    assert example.pixels.shape == (3, 9, 64, 64)
+    assert example.references.shape[1:] == (3, 64, 64)
+    assert example.references.shape[0] == example.bucket.num_references >= 1
+    assert -1.0 <= float(example.pixels.min()) and float(example.pixels.max()) <= 1.0
+    # the trainer takes the exported clip as is (meta/ present: no skipping or resampling)
+    frames, _ = next(s for s in iter_samples(run_dir / form) if s.id == example.key).read_video()
+    expected = torch_from(frames)
+    assert float((example.pixels - expected).abs().max()) < 1e-5
+
+
+def torch_from(frames: np.ndarray):
+    import torch
+
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
