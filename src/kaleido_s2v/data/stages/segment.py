@@ -28,6 +28,7 @@ BACKENDS = ("grabcut", "ground_truth", "sam")
 class SegmentConfig:
     backend: str = "grabcut"
     iterations: int = 5
+    max_side: int = 320  # GrabCut windows longer than this are segmented downscaled
     model_path: str | None = None
     device: str = "cpu"
 
@@ -38,11 +39,13 @@ def grabcut(
     hint: np.ndarray | None,
     iterations: int,
     context: float = 0.5,
+    max_side: int = 320,
 ) -> np.ndarray:
     """(H, W) bool mask of the object in `box`; `hint` (H, W) bool marks probable foreground.
 
     GrabCut runs on a window around the box (the box grown by `context` of its size on each side),
     which is where its background model needs samples from; the rest of the frame stays background.
+    Windows longer than `max_side` are segmented downscaled.
     """
     import cv2
 
@@ -69,12 +72,21 @@ def grabcut(
     if (seed == cv2.GC_BGD).sum() < 8:  # the box covers the frame: GrabCut needs background samples
         result[y0:y1, x0:x1] = True
         return result
+    window_height, window_width = seed.shape
+    factor = max(1, int(np.ceil(max(window_height, window_width) / max_side)))
+    if factor > 1:  # large windows: GrabCut at a lower resolution, the mask upsampled back
+        size = (max(2, window_width // factor), max(2, window_height // factor))
+        window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+        seed = cv2.resize(seed, size, interpolation=cv2.INTER_NEAREST)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut seeds its colour models with k-means on OpenCV's global RNG: reset it so a mask does not
     # depend on what the process segmented before (resumed and parallel runs must give the same masks)
     cv2.setRNGSeed(0)
     cv2.grabCut(window, seed, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    result[wy0:wy1, wx0:wx1] = ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)) & inside
+    foreground = ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)).astype(np.uint8)
+    if factor > 1:
+        foreground = cv2.resize(foreground, (window_width, window_height), interpolation=cv2.INTER_NEAREST)
+    result[wy0:wy1, wx0:wx1] = foreground.astype(bool) & inside
     return result
 
 
@@ -115,8 +127,15 @@ class SegmentStage:
             ]
         elif self.config.backend == "grabcut":
             image = read_keyframe(context.run_dir, item)
+            c = self.config
             masks = [
-                grabcut(image, box, rle_decode(d["hint"]) if "hint" in d else None, self.config.iterations)
+                grabcut(
+                    image,
+                    box,
+                    rle_decode(d["hint"]) if "hint" in d else None,
+                    c.iterations,
+                    max_side=c.max_side,
+                )
                 for box, d in zip(boxes, detections, strict=True)
             ]
         else:
