@@ -62,3 +62,39 @@ def short_clip_config(inputs: list, run_dir: Path, **stages) -> dict:
 def clip_config():
     """`clip_config(inputs, run_dir, **stage_overrides)` -> a pipeline config dict (see short_clip_config)."""
     return short_clip_config
+
+
+def write_timestamped_video(path: Path, pts_ms: list[int], size: tuple[int, int] = (32, 32)) -> Path:
+    """An H.264 video whose frames have the given presentation times (ms): variable frame rates."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pts in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), 10 * i % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_zero_frame_video(path: Path) -> Path:
+    """A container with a video stream and no frame (AVI keeps the stream header without frames)."""
+    import av
+
+    with av.open(str(path), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        container.start_encoding()
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_makers():
+    """(write_timestamped_video, write_zero_frame_video) for bad-input tests."""
+    return write_timestamped_video, write_zero_frame_video

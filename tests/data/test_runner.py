@@ -106,14 +106,10 @@ def test_export_reads_back_in_both_forms(reference_run):
             assert {"video", "shot", "frame"} <= set(subject["source"])
 
 
-def _bad_inputs(folder: Path) -> list[Path]:
-    import sys
-
+def _bad_inputs(folder: Path, video_makers) -> list[Path]:
     from kaleido_s2v.video_io import write_video
 
-    sys.path.insert(0, str(Path(__file__).parent / "stages"))
-    from test_probe_split import _write_frames, _zero_frame_avi
-
+    timestamped_video, zero_frame_video = video_makers
     garbage = folder / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 100)
     corrupt = folder / "corrupt.png"
@@ -121,12 +117,12 @@ def _bad_inputs(folder: Path) -> list[Path]:
     still = np.tile(np.linspace(40, 220, 64, dtype=np.uint8)[None, None, :, None], (40, 64, 1, 3))
     static = write_video(folder / "static.mp4", still, fps=8)  # no subject anywhere
     vfr = folder / "vfr.mp4"
-    _write_frames(vfr, [sum(40 if i % 2 else 120 for i in range(k)) for k in range(30)])
-    return [garbage, corrupt, _zero_frame_avi(folder / "empty.avi"), static, vfr]
+    timestamped_video(vfr, [sum(40 if i % 2 else 120 for i in range(k)) for k in range(30)])
+    return [garbage, corrupt, zero_frame_video(folder / "empty.avi"), static, vfr]
 
 
-def test_bad_inputs_are_rejections_with_reasons(easy_scenes, tmp_path, clip_config):
-    bad = _bad_inputs(tmp_path)
+def test_bad_inputs_are_rejections_with_reasons(easy_scenes, tmp_path, clip_config, video_makers):
+    bad = _bad_inputs(tmp_path, video_makers)
     values = clip_config([easy_scenes, *bad], tmp_path / "run", probe={"variable_frame_rate": "reject"})
     values["caption"] = {"backend": "template"}
     summary = run_pipeline(config_from_dict(values), progress=False)

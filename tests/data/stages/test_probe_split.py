@@ -1,4 +1,3 @@
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -83,55 +82,31 @@ def test_split_config_needs_4k_plus_1():
         SplitConfig(num_frames=80)
 
 
-def _write_frames(path, pts_ms: list[int], size=(32, 32)):
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for i, pts in enumerate(pts_ms):
-            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), 10 * i % 256, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-def _zero_frame_avi(path):
-    """A container with a video stream and no frame (AVI keeps the stream header without frames)."""
-    import av
-
-    with av.open(str(path), mode="w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        container.start_encoding()
-    return path
-
-
-def test_probe_bad_inputs(tmp_path):
+def test_probe_bad_inputs(tmp_path, video_makers):
+    _, zero_frame_video = video_makers
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"this is not a video" * 50)
     assert _probe(tmp_path, garbage).reason == "unreadable"
     corrupt_png = tmp_path / "broken.png"
     corrupt_png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     assert _probe(tmp_path, corrupt_png).reason == "unreadable"
-    assert _probe(tmp_path, _zero_frame_avi(tmp_path / "empty.avi")).reason == "zero_frames"
+    assert _probe(tmp_path, zero_frame_video(tmp_path / "empty.avi")).reason == "zero_frames"
     assert _probe(tmp_path, tmp_path / "absent.mp4").reason == "unreadable"
 
 
-def test_probe_variable_frame_rate(tmp_path):
+def test_probe_variable_frame_rate(tmp_path, video_makers):
+    timestamped_video, _ = video_makers
     vfr = tmp_path / "vfr.mp4"
     pts, t = [], 0
     for i in range(30):
         pts.append(t)
         t += 40 if i % 2 else 120
-    _write_frames(vfr, pts)
+    timestamped_video(vfr, pts)
     assert frame_times(vfr)[:4].round(3).tolist() == [0.0, 0.12, 0.16, 0.28]
     resampled = _probe(tmp_path, vfr)
     assert resampled.status == "ok" and resampled.data["variable_frame_rate"] is True
     rejected = _probe(tmp_path, vfr, variable_frame_rate="reject")
     assert rejected.reason == "variable_frame_rate"
     cfr = tmp_path / "cfr.mp4"
-    _write_frames(cfr, [40 * i for i in range(10)])
+    timestamped_video(cfr, [40 * i for i in range(10)])
     assert _probe(tmp_path, cfr).data["variable_frame_rate"] is False
