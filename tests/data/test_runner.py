@@ -190,7 +190,7 @@ def test_ray_executor_gives_the_local_manifest(easy_scenes, tmp_path, clip_confi
     assert _files(tmp_path) == _files(reference_dir)
     assert summary.exported == reference.exported
     workers = {r["worker"] for r in Manifest(tmp_path).rows.values()}
-    assert len(workers) >= 2  # the work really ran in Ray actors
+    assert not any(w.endswith(f":{os.getpid()}") for w in workers)  # every call ran in a Ray worker
 
 
 def test_process_pool_gives_the_in_process_manifest(easy_scenes, tmp_path, clip_config, reference_run):

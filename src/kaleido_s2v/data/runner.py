@@ -188,8 +188,33 @@ class _RayStageActor:
         return {"result": outputs}
 
 
+def _ray_task_batch(batch: dict, config: PipelineConfig) -> dict:
+    """Ray Data task for stages without a model: the worker process builds the stages once and keeps them."""
+    import pickle
+
+    global _WORKER_CONFIG
+    if _WORKER_CONFIG != config:
+        _init_worker(config)
+        _WORKER_CONFIG = config
+    outputs = []
+    for blob in batch["task"]:
+        task = pickle.loads(blob)
+        outputs.append(pickle.dumps((task.item["id"], _run_in_worker(task))))
+    return {"result": outputs}
+
+
+_WORKER_CONFIG: PipelineConfig | None = None
+
+
+def uses_model(stage) -> bool:
+    """Whether a stage's backend loads model weights (it then runs in an actor pool under Ray)."""
+    model = stage.fingerprint_parts().get("model", "")
+    return any(model) if isinstance(model, list) else bool(model)
+
+
 class RayExecutor:
-    """Ray Data over an actor pool per stage (`workers` actors, one CPU each)."""
+    """Ray Data: stages with a model run in an actor pool (`workers` actors, one CPU each, each loading
+    the model once); the others run as Ray tasks on reused worker processes."""
 
     def __init__(self, config: PipelineConfig, stages: list):
         try:
@@ -197,6 +222,7 @@ class RayExecutor:
         except ImportError as error:
             raise ImportError('the ray executor needs Ray: pip install "kaleido-s2v[ray]"') from error
         self.config = config
+        self.model_stages = {stage.name for stage in stages if uses_model(stage)}
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
@@ -214,14 +240,23 @@ class RayExecutor:
             return
         by_id = {task.item["id"]: task for task in tasks}
         dataset = ray.data.from_items([{"task": pickle.dumps(task)} for task in tasks])
-        dataset = dataset.map_batches(
-            _RayStageActor,
-            fn_constructor_args=(self.config,),
-            batch_size=1,
-            num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=min(self.config.workers, len(tasks))),
-            batch_format="numpy",
-        )
+        if tasks[0].stage in self.model_stages:
+            dataset = dataset.map_batches(
+                _RayStageActor,
+                fn_constructor_args=(self.config,),
+                batch_size=1,
+                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=min(self.config.workers, len(tasks))),
+                batch_format="numpy",
+            )
+        else:
+            dataset = dataset.map_batches(
+                _ray_task_batch,
+                fn_kwargs={"config": self.config},
+                batch_size=1,
+                num_cpus=1,
+                batch_format="numpy",
+            )
         for row in dataset.iter_rows():
             blob = row["result"]
             item_id, result = pickle.loads(blob.tobytes() if isinstance(blob, np.ndarray) else blob)

@@ -80,7 +80,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def model_files_fingerprint(path: str | None) -> str:
-    """Fingerprint of a local model folder or file: names, sizes and mtimes (cheap; no hashing of weights)."""
+    """Fingerprint of a local model folder or file: file names and sizes (cheap: weights are not hashed)."""
     if not path:
         return ""
     root = Path(path)
