@@ -141,3 +141,23 @@ def test_model_backend_without_a_path_is_a_clear_error():
         DetectStage(DetectConfig(backend="grounding_dino"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DetectStage(DetectConfig(backend="grounding_dino", model_path="/nowhere/gdino"))
+
+
+@pytest.mark.slow
+def test_ray_actor_pool_for_a_model_stage_matches_local(tmp_path, tiny_models, clip_config):
+    import os
+
+    from kaleido_s2v.data.runner import build_stages, uses_model
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    scenes = write_scenes(tmp_path / "scenes", 1, SceneConfig(seed=1, motions=("left", "right")))
+    values = clip_config(scenes, tmp_path / "local")
+    values.update(segment={"backend": "sam", "model_path": tiny_models["sam"]})
+    stages = build_stages(config_from_dict(values))
+    assert [s.name for s in stages if uses_model(s)] == ["segment"]
+    run_pipeline(config_from_dict(values), progress=False)
+    ray_values = {**values, "run_dir": str(tmp_path / "ray"), "executor": "ray", "workers": 2}
+    run_pipeline(config_from_dict(ray_values), progress=False)
+    assert Manifest(tmp_path / "ray").comparable_rows() == Manifest(tmp_path / "local").comparable_rows()
+    segment_workers = {r["worker"] for k, r in Manifest(tmp_path / "ray").rows.items() if k[1] == "segment"}
+    assert not any(w.endswith(f":{os.getpid()}") for w in segment_workers)
