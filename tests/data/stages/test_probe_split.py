@@ -68,6 +68,18 @@ def test_split_cuts_exact_frame_counts(tmp_path, bikes_path):
         assert other > error
 
 
+def test_decode_frames_seeks_to_the_same_frames(bikes_path):
+    from kaleido_s2v.data.stages.frames import decode_frames
+
+    everything = decode_frames(bikes_path)
+    assert len(everything) == 250 and decode_frames(bikes_path, []) == {}
+    wanted = [70, 71, 137, 200, 249]
+    sought = decode_frames(bikes_path, wanted, seek_after=10)
+    assert sorted(sought) == wanted
+    for index in wanted:
+        np.testing.assert_array_equal(sought[index], everything[index])
+
+
 def test_split_rejects_too_short(tmp_path, bikes_path):
     probe = _probe(tmp_path, bikes_path)
     item = {"id": "bikes", "source": str(bikes_path), "seed": 0}

@@ -8,30 +8,58 @@ from pathlib import Path
 import numpy as np
 
 
-def frame_times(path: str | os.PathLike) -> np.ndarray:
-    """Presentation time (seconds) of every frame in decode order, from the packets (no decoding)."""
+def _packet_pts(path: str | os.PathLike) -> tuple[np.ndarray, float, int]:
+    """(sorted presentation timestamps of every frame, stream time base, stream start) from the packets."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
-        base = float(stream.time_base)
-        start = stream.start_time or 0
-    return (np.sort(np.asarray(pts, dtype=np.float64)) - start) * base
+        return np.sort(np.asarray(pts, dtype=np.int64)), float(stream.time_base), int(stream.start_time or 0)
 
 
-def decode_frames(path: str | os.PathLike, indices: list[int] | None = None) -> dict[int, np.ndarray]:
-    """Decode a video once, keeping frames whose index (decode order) is in `indices` (all when None).
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation time (seconds) of every frame in presentation order, from the packets (no decoding)."""
+    pts, base, start = _packet_pts(path)
+    return (pts - start).astype(np.float64) * base
 
-    Returns {index: (H, W, 3) uint8 RGB}.
+
+def decode_frames(
+    path: str | os.PathLike, indices: list[int] | None = None, seek_after: int = 64
+) -> dict[int, np.ndarray]:
+    """Decode the frames whose index (presentation order) is in `indices` (all when None).
+
+    When the first wanted frame lies more than `seek_after` frames into the video, the decoder seeks
+    to the key frame before it and identifies frames by their timestamps, so a clip late in a long
+    video does not cost decoding everything before it. Returns {index: (H, W, 3) uint8 RGB}.
     """
     import av
 
     wanted = None if indices is None else set(indices)
+    if wanted is not None and not wanted:
+        return {}
     out: dict[int, np.ndarray] = {}
+    first = min(wanted) if wanted else 0
+    last = max(wanted) if wanted else None
+    if wanted and first > seek_after:
+        pts, _, _ = _packet_pts(path)
+        index_of = {int(p): i for i, p in enumerate(pts)}
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            container.seek(int(pts[first]), backward=True, any_frame=False, stream=stream)
+            for frame in container.decode(stream):
+                index = index_of.get(frame.pts)
+                if index is None:
+                    continue
+                if index in wanted:
+                    out[index] = frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    break
+        if set(out) == wanted:
+            return out
+        out = {}  # a stream whose seeking or timestamps cannot be trusted: decode from the start
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        last = max(wanted) if wanted else None
         for index, frame in enumerate(container.decode(stream)):
             if wanted is None or index in wanted:
                 out[index] = frame.to_ndarray(format="rgb24")
