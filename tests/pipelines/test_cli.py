@@ -168,3 +168,21 @@ def test_jsonl_case_seed_and_negative_prompt_win(tiny_model_dir, reference_files
     sidecar = json.loads((out_dir / "cat_walks.json").read_text())
     assert sidecar["seed"] == 11 and sidecar["negative_prompt"] == "静态" and sidecar["labels"] == ["block"]
     assert "1 generated" in capsys.readouterr().out
+
+
+def test_model_fingerprint_follows_file_contents_names_and_sizes(tmp_path):
+    from kaleido_s2v.pipelines.generate import model_fingerprint
+
+    (tmp_path / "transformer").mkdir()
+    weights = tmp_path / "transformer" / "w.safetensors"
+    weights.write_bytes(b"a" * 100)
+    first = model_fingerprint(tmp_path)
+    assert model_fingerprint(tmp_path) == first
+    weights.write_bytes(b"b" * 100)
+    assert model_fingerprint(tmp_path) != first
+    weights.write_bytes(b"a" * 101)
+    assert model_fingerprint(tmp_path) != first
+    weights.write_bytes(b"a" * 100)
+    assert model_fingerprint(tmp_path) == first
+    weights.rename(tmp_path / "transformer" / "v.safetensors")
+    assert model_fingerprint(tmp_path) != first

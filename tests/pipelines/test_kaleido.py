@@ -232,3 +232,30 @@ def test_bad_reference_files_raise_before_any_model_runs(pipe, tmp_path, referen
     with pytest.raises(ValueError, match="not a readable image"):
         pipe(PROMPT, reference_images=[corrupt])
     assert recorder.calls == []
+
+
+def test_without_references_one_step_matches_diffusers_wan_pipeline(pipe):
+    """S = 0 is Wan2.1 T2V: with one step (sigma 1 -> 0 in both schedules) the videos agree."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    config = {
+        k: v for k, v in pipe.transformer.config.items() if k != "rope_policy" and not k.startswith("_")
+    }
+    wan_transformer = WanTransformer3DModel(**config).eval()
+    wan_transformer.load_state_dict(pipe.transformer.state_dict())
+    wan = WanPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=wan_transformer,
+    )
+    wan.set_progress_bar_config(disable=True)
+    noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(9))
+    options = dict(height=64, width=64, num_frames=5, num_inference_steps=1, guidance_scale=5.0)
+    ours = pipe(
+        PROMPT, reference_images=[], negative_prompt="低质量", latents=noise.clone(), **options
+    ).frames
+    theirs = wan(PROMPT, negative_prompt="低质量", latents=noise.clone(), output_type="np", **options).frames
+    assert ours.shape == theirs.shape == (1, 5, 64, 64, 3)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
