@@ -50,6 +50,11 @@ def siglip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def siglip2_dir(tmp_path_factory) -> Path:
+    return tiny.save_tiny_clip(tmp_path_factory.mktemp("siglip2"), kind="siglip2")
+
+
+@pytest.fixture(scope="session")
 def dinov2_dir(tmp_path_factory) -> Path:
     return tiny.save_tiny_dinov2(tmp_path_factory.mktemp("dinov2"))
 

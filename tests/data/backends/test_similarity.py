@@ -4,9 +4,9 @@ import pytest
 from kaleido_s2v.data.backends import ClipScorer, DinoV2Embedder
 
 
-@pytest.fixture(scope="module", params=["clip", "siglip"])
-def scorer(request, clip_dir, siglip_dir):
-    return ClipScorer.from_pretrained({"clip": clip_dir, "siglip": siglip_dir}[request.param])
+@pytest.fixture(scope="module", params=["clip", "siglip", "siglip2"])
+def scorer(request):
+    return ClipScorer.from_pretrained(request.getfixturevalue(f"{request.param}_dir"))
 
 
 def test_features_are_unit_vectors(scorer, astronaut, chelsea):

@@ -11,6 +11,7 @@ import torch
 from kaleido_s2v.data.backends._common import (
     check_images,
     check_model_type,
+    inputs_to,
     l2_normalise,
     pooled_features,
     read_model_config,
@@ -72,8 +73,10 @@ class ClipScorer:
             batch = self.image_processor(
                 images=[to_pil(i) for i in images[start : start + self.batch_size]], return_tensors="pt"
             )
-            pixels = batch["pixel_values"].to(self.device, dtype)
-            chunks.append(pooled_features(self.model.get_image_features(pixel_values=pixels)))
+            # SigLIP2 also needs its processor's patch mask and spatial shapes: pass every output.
+            chunks.append(
+                pooled_features(self.model.get_image_features(**inputs_to(batch, self.device, dtype)))
+            )
         return l2_normalise(torch.cat(chunks))
 
     @torch.no_grad()

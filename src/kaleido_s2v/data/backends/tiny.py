@@ -213,10 +213,12 @@ def save_tiny_sam2(path: str | os.PathLike) -> Path:
 
 
 def save_tiny_clip(path: str | os.PathLike, kind: str = "clip") -> Path:
-    """A tiny CLIP (`kind="clip"`) or SigLIP (`"siglip"`) with a WordLevel tokenizer and image processor."""
-    if kind not in ("clip", "siglip"):
-        raise ValueError(f"kind {kind!r} must be 'clip' or 'siglip'")
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, SiglipConfig, SiglipModel
+    """A tiny CLIP (`kind="clip"`), SigLIP (`"siglip"`) or SigLIP2 (`"siglip2"`) with a WordLevel
+    tokenizer and the family's image processor."""
+    import transformers
+
+    if kind not in ("clip", "siglip", "siglip2"):
+        raise ValueError(f"kind {kind!r} must be 'clip', 'siglip' or 'siglip2'")
 
     torch.manual_seed(0)
     tokenizer = word_level_tokenizer(WORDS, model_max_length=16)
@@ -241,10 +243,20 @@ def save_tiny_clip(path: str | os.PathLike, kind: str = "clip") -> Path:
         patch_size=8,
     )
     if kind == "clip":
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+        model = transformers.CLIPModel(
+            transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+        )
+        image_processor = transformers.CLIPImageProcessorPil(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        )
+    elif kind == "siglip":
+        model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision))
+        image_processor = transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32})
     else:
-        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        # SigLIP2 keeps the aspect ratio: up to 16 patches of 8x8 and a patch mask.
+        vision = {key: value for key, value in vision.items() if key != "image_size"} | {"num_patches": 16}
+        model = transformers.Siglip2Model(transformers.Siglip2Config(text_config=text, vision_config=vision))
+        image_processor = transformers.Siglip2ImageProcessorPil(max_num_patches=16, patch_size=8)
     path = _folder(path)
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
