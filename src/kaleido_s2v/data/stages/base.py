@@ -116,3 +116,12 @@ def import_backends():
             f'model backends are unavailable ({error}); install them with pip install "kaleido-s2v[data]"'
         ) from error
     return backends
+
+
+def require(stage: str, *modules: str) -> None:
+    """Fail at construction, with the extra to install, when an optional module is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f'{stage} needs {", ".join(missing)}: pip install "kaleido-s2v[data]"')

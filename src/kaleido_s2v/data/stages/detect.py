@@ -21,6 +21,7 @@ from kaleido_s2v.data.stages.base import (
     config_dict,
     import_backends,
     model_files_fingerprint,
+    require,
     require_model_path,
 )
 
@@ -86,6 +87,7 @@ class DetectStage:
 
     def __init__(self, config: DetectConfig):
         check_backend(self.name, config.backend, BACKENDS)
+        require(self.name, "cv2", "skimage")
         if config.backend == "grounding_dino":
             require_model_path(self.name, config.backend, config.model_path)
         self.config = config

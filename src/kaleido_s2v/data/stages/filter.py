@@ -19,6 +19,7 @@ from kaleido_s2v.data.stages.base import (
     config_dict,
     import_backends,
     model_files_fingerprint,
+    require,
     require_model_path,
 )
 
@@ -71,6 +72,7 @@ class FilterStage:
 
     def __init__(self, config: FilterConfig):
         check_backend(self.name, config.backend, BACKENDS)
+        require(self.name, "cv2", "skimage")
         if config.backend == "clip":
             require_model_path(self.name, config.backend, config.model_path)
         self.config = config

@@ -31,6 +31,7 @@ from kaleido_s2v.data.stages.base import (
     config_dict,
     import_backends,
     model_files_fingerprint,
+    require,
     require_model_path,
 )
 
@@ -129,6 +130,7 @@ class ReferencesStage:
 
     def __init__(self, config: ReferencesConfig):
         check_backend(self.name, config.inpaint_backend, ("opencv", "flux_fill"))
+        require(self.name, "cv2")
         check_backend(self.name, config.pose_backend, ("geometric", "model"))
         if config.inpaint_backend == "flux_fill" and "inpainted" in config.variants:
             require_model_path(self.name, "flux_fill", config.inpaint_model_path)

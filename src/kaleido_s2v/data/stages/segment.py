@@ -18,6 +18,7 @@ from kaleido_s2v.data.stages.base import (
     config_dict,
     import_backends,
     model_files_fingerprint,
+    require,
     require_model_path,
 )
 
@@ -96,6 +97,7 @@ class SegmentStage:
 
     def __init__(self, config: SegmentConfig):
         check_backend(self.name, config.backend, BACKENDS)
+        require(self.name, "cv2")
         if config.backend == "sam":
             require_model_path(self.name, config.backend, config.model_path)
         self.config = config

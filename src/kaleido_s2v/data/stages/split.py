@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict
+from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict, require
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class SplitStage:
 
     def __init__(self, config: SplitConfig):
         check_backend(self.name, config.backend, ("pyscenedetect",))
+        require(self.name, "scenedetect", "cv2")
         self.config = config
 
     def fingerprint_parts(self) -> dict:
