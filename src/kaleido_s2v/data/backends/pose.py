@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from kaleido_s2v.data.backends._common import check_image, check_mask
+from kaleido_s2v.data.backends._common import MODELS_EXTRA, check_image, check_mask
 from kaleido_s2v.data.backends.inpainting import FluxFillInpainter
 
 POSE_PROMPT = "a {label} in a different pose, full view, isolated on a plain white background"
@@ -29,7 +29,10 @@ def expanded_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
 
 def non_white_mask(image: np.ndarray, region: np.ndarray, tolerance: int) -> np.ndarray:
     """Pixels inside `region` farther than `tolerance` from white, holes filled, largest part kept."""
-    from scipy import ndimage
+    try:
+        from scipy import ndimage
+    except ImportError as error:
+        raise ImportError(f"PoseVariator needs scipy (it comes with scikit-image): {MODELS_EXTRA}") from error
 
     mask = region & ((255 - image.astype(np.int16)).max(axis=-1) > tolerance)
     labels, count = ndimage.label(mask)

