@@ -73,6 +73,11 @@ def test_rerun_skips_and_a_changed_threshold_reruns_only_what_follows(easy_scene
     assert first.executed == sum(first.executed_by_stage.values()) > 0
     again = run_pipeline(config_from_dict(values), progress=False)
     assert again.executed == 0 and again.exported == first.exported
+    # inputs that contain the run folder do not pick up its clips and exports
+    inside = run_pipeline(
+        config_from_dict({**values, "inputs": [str(easy_scenes), str(tmp_path)]}), progress=False
+    )
+    assert inside.executed == 0 and inside.funnel["probe"]["in"] == first.funnel["probe"]["in"]
     values["filter"] = {"min_area": 0.05}  # a stricter size threshold
     changed = run_pipeline(config_from_dict(values), progress=False)
     ran = {stage for stage, n in changed.executed_by_stage.items() if n}

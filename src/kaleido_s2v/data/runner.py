@@ -302,7 +302,10 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     items: list[dict] = []
     upstream_fp: dict[str, str] = {}  # item id -> fingerprint of its latest result
     upstream: dict[str, dict[str, dict]] = {}  # item id -> stage -> data (+ "artifacts")
+    own = run_dir.resolve()
     for path in discover_inputs(config.inputs):
+        if own in path.parents:  # never re-ingest this run's own clips and exports
+            continue
         item, source_fp = video_item(path, config.seed)
         if item["id"] not in upstream_fp:
             items.append(item)
