@@ -259,3 +259,19 @@ def test_without_references_one_step_matches_diffusers_wan_pipeline(pipe):
     theirs = wan(PROMPT, negative_prompt="低质量", latents=noise.clone(), output_type="np", **options).frames
     assert ours.shape == theirs.shape == (1, 5, 64, 64, 3)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_wan_unipc_preset_runs_on_wan_sigmas(reference_files):
+    from tiny_components import tiny_pipeline
+
+    pipe = tiny_pipeline(0, scheduler="wan_unipc")
+    pipe.generation_config = tiny_generation_config()
+    pipe.set_progress_bar_config(disable=True)
+    recorder = _Recorder(pipe.transformer)
+    latents = _generate(pipe, reference_files, num_inference_steps=3, output_type="latent")
+    assert torch.isfinite(latents).all() and pipe.describe() == {"scheduler": "wan_unipc", "shift": 5.0}
+    u = np.linspace(1, 1 / 1000, 4)[:-1]
+    sigmas = 5 * u / (1 + 4 * u)
+    sigmas[0] -= 1e-6  # diffusers keeps sigma below 1 for UniPC's log(alpha)
+    expected = (sigmas * 1000).astype(np.int64)  # UniPC hands the model integer timesteps
+    assert [int(call["timestep"][0]) for call in recorder.calls] == expected.tolist()
