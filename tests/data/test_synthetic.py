@@ -65,3 +65,16 @@ def test_bad_config_is_a_clear_error():
         SceneConfig(width=63)
     with pytest.raises(ValueError, match="subset of"):
         SceneConfig(motions=("sideways",))
+
+
+def test_camera_pan_scrolls_the_background_only():
+    still, truth = render_scene(SceneConfig(seed=9, num_shots=1, motions=("stays",)))
+    panned, panned_truth = render_scene(
+        SceneConfig(seed=9, num_shots=1, motions=("stays",), camera_pan=2.0)
+    )  # a brick wall
+    assert panned_truth["shots"][0]["subjects"] == truth["shots"][0]["subjects"]  # same subjects, same places
+    mask = np.zeros(still.shape[1:3], bool)
+    for subject in truth["shots"][0]["subjects"]:
+        mask |= rle_decode(subject["masks"][5])
+    np.testing.assert_array_equal(panned[5][mask], still[5][mask])
+    assert not np.array_equal(panned[5][~mask], panned[0][~mask])  # the background moved

@@ -49,6 +49,7 @@ class SceneConfig:
     subject_scale: float = 0.25  # sprite side as a fraction of min(width, height)
     travel: float = 0.6  # distance a moving subject covers in a shot, as a fraction of the frame
     motions: tuple[str, ...] = MOTIONS
+    camera_pan: float = 0.0  # background scroll in pixels per frame (a panning camera); 0 = static camera
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,7 +176,8 @@ def render_scene(config: SceneConfig) -> tuple[np.ndarray, dict]:
     for shot_index in range(config.num_shots):
         bg_name = str(rng.choice([b for b in BACKGROUNDS if b != previous_bg]))
         previous_bg = bg_name
-        plate = background(bg_name, height, width, rng)
+        scroll = int(np.ceil(abs(config.camera_pan) * config.frames_per_shot))
+        plate = background(bg_name, height, width + scroll, rng)
         n = config.frames_per_shot
         start_frame = shot_index * n
         # lanes keep subjects apart: subject k starts in its own horizontal band
@@ -211,7 +213,12 @@ def render_scene(config: SceneConfig) -> tuple[np.ndarray, dict]:
             for k in range(count)
         ]
         for f in range(n):
-            frame = plate.copy()
+            offset = (
+                int(round(config.camera_pan * f))
+                if config.camera_pan >= 0
+                else scroll + int(round(config.camera_pan * f))
+            )
+            frame = plate[:, offset : offset + width].copy()
             visible = np.zeros((count, height, width), bool)
             for k in range(count):  # later subjects are drawn on top
                 pixels, mask = sprites[k]
