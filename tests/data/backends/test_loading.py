@@ -126,3 +126,10 @@ def test_too_many_labels_for_the_text_length(gdino_dir, astronaut):
     labels = [f"red car number {i}" for i in range(12)]
     with pytest.raises(ValueError, match="fewer or shorter labels"):
         detector.detect(astronaut, labels)
+
+
+def test_pipeline_and_model_folders_are_told_apart(flux_fill_dir, sam_dir):
+    with pytest.raises(FileNotFoundError, match="a diffusers pipeline folder"):
+        backends.SamSegmenter.from_pretrained(flux_fill_dir)
+    with pytest.raises(FileNotFoundError, match="not a diffusers pipeline"):
+        backends.FluxFillInpainter.from_pretrained(sam_dir)

@@ -51,8 +51,13 @@ def test_bad_inputs(scorer, astronaut):
         scorer.image_features([astronaut / 255.0])
 
 
-def test_dinov2_embeddings(dinov2_dir, astronaut, chelsea):
-    embedder = DinoV2Embedder.from_pretrained(dinov2_dir)
+@pytest.mark.parametrize("registers", [False, True])
+def test_dinov2_embeddings(registers, dinov2_dir, tmp_path, astronaut, chelsea):
+    from kaleido_s2v.data.backends.tiny import save_tiny_dinov2
+
+    folder = save_tiny_dinov2(tmp_path / "dinov2_reg", registers=True) if registers else dinov2_dir
+    embedder = DinoV2Embedder.from_pretrained(folder)
+    assert embedder.model.config.model_type == ("dinov2_with_registers" if registers else "dinov2")
     features = embedder.image_features([astronaut, chelsea, astronaut])
     assert features.shape == (3, embedder.model.config.hidden_size) and features.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)

@@ -43,8 +43,13 @@ def read_model_config(source: str, local_dir: Path | None, filename: str = "conf
         config_path = local_dir / filename
         if not config_path.is_file():
             present = sorted(p.name for p in local_dir.iterdir())[:12]
+            kind = ""
+            if filename == "config.json" and "model_index.json" in present:
+                kind = ", a diffusers pipeline folder"
+            elif filename == "model_index.json" and "config.json" in present:
+                kind = ", a single-model folder, not a diffusers pipeline"
             raise FileNotFoundError(
-                f"{local_dir} has no {filename}, so it is not a saved model folder (it holds {present}); "
+                f"{local_dir} has no {filename}, so it is not a saved model folder of that kind (it holds {present}{kind}); "
                 "pass the folder written by save_pretrained"
             )
     else:

@@ -269,25 +269,31 @@ def save_tiny_clip(path: str | os.PathLike, kind: str = "clip") -> Path:
     return path
 
 
-def save_tiny_dinov2(path: str | os.PathLike) -> Path:
-    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
+def save_tiny_dinov2(path: str | os.PathLike, registers: bool = False) -> Path:
+    """A tiny DINOv2 (or DINOv2 with 4 register tokens) with its BiT image processor."""
+    import transformers
 
     torch.manual_seed(0)
-    model = Dinov2Model(
-        Dinov2Config(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            image_size=56,
-            patch_size=14,
-        )
-    ).eval()
-    path = _folder(path)
-    model.save_pretrained(path)
-    BitImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}).save_pretrained(
-        path
+    sizes = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=56,
+        patch_size=14,
     )
+    if registers:
+        model = transformers.Dinov2WithRegistersModel(
+            transformers.Dinov2WithRegistersConfig(num_register_tokens=4, **sizes)
+        )
+    else:
+        model = transformers.Dinov2Model(transformers.Dinov2Config(**sizes))
+    path = _folder(path)
+    model.eval().save_pretrained(path)
+    image_processor = transformers.BitImageProcessorPil(
+        size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}
+    )
+    image_processor.save_pretrained(path)
     return path
 
 
