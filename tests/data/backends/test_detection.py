@@ -90,3 +90,8 @@ def test_detector_nms_option(gdino_dir, astronaut):
     from kaleido_s2v.data.backends.detection import box_iou
 
     assert all(box_iou(x.box, y.box) == 0.0 for i, x in enumerate(kept) for y in kept[i + 1 :])
+
+
+def test_labels_with_inner_periods(detector_all, astronaut):
+    labels = ["mr. smith", "st. bernard dog"]
+    assert {d.label for d in detector_all.detect(astronaut, labels)} <= set(labels)

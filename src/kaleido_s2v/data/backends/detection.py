@@ -142,7 +142,7 @@ class GroundingDinoDetector:
         dtype = next(self.model.parameters()).dtype
         outputs = self.model(**inputs_to(batch, self.device, dtype))
 
-        token_positions = self._label_token_positions(prompt, spans, batch["input_ids"].shape[1])
+        token_positions = self._label_token_positions(prompt, spans, labels, batch["input_ids"].shape[1])
         probs = outputs.logits[0].float().sigmoid()  # (Q, T) per query, per text token
         scores = probs[:, : batch["input_ids"].shape[1]].max(dim=-1).values  # (Q,)
         # (L, Q): each label's best token probability for each query.
@@ -157,6 +157,8 @@ class GroundingDinoDetector:
         corners[:, 1::2] = corners[:, 1::2].clamp(0, height)
 
         keep = (scores > self.box_threshold) & (label_scores > self.text_threshold)
+        # A box wholly outside the image clips to zero area; it cannot prompt a segmenter.
+        keep &= (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])
         detections = [
             Detection(
                 label=str(labels[int(label_index[q])]),
@@ -170,13 +172,13 @@ class GroundingDinoDetector:
         return sorted(detections, key=lambda d: -d.score)
 
     def _label_token_positions(
-        self, prompt: str, spans: list[tuple[int, int]], sequence_length: int
+        self, prompt: str, spans: list[tuple[int, int]], labels: Sequence[str], sequence_length: int
     ) -> list[list[int]]:
         tokenizer = self.processor.tokenizer
         encoded = tokenizer(prompt, return_offsets_mapping=True)
         offsets = encoded["offset_mapping"][:sequence_length]
         positions: list[list[int]] = []
-        for (start, end), label in zip(spans, prompt.split(". "), strict=True):
+        for (start, end), label in zip(spans, labels, strict=True):
             inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
             if not inside:
                 raise ValueError(

@@ -131,6 +131,8 @@ class FluxFillInpainter:
         """The pipeline's raw output (H, W, 3) uint8 at the input size, before pasting back."""
         from PIL import Image
 
+        image = check_image(image)
+        mask = check_mask(mask, image.shape[:2])
         height, width = image.shape[:2]
         small, small_mask = resize_for_pipeline(image, mask, self.max_side)
         padded, (work_h, work_w) = pad_to_multiple(small, self.multiple)
