@@ -27,3 +27,17 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         read_video(tmp_path / "empty.mp4")
     with pytest.raises(ValueError, match="even frame sizes"):
         write_video(tmp_path / "odd.mp4", np.zeros((2, 31, 48, 3), np.uint8), fps=8)
+
+
+def test_same_frames_give_identical_bytes(tmp_path):
+    import hashlib
+
+    import torch  # noqa: F401  (the variation was seen in processes that had imported torch)
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (9, 48, 64, 3), dtype=np.uint8)
+    digests = {
+        hashlib.sha256(write_video(tmp_path / f"run{i}.mp4", frames, fps=8).read_bytes()).hexdigest()
+        for i in range(4)
+    }
+    assert len(digests) == 1

@@ -60,12 +60,46 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def write_video(
-    path: str | os.PathLike, frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18
-) -> Path:
-    """Write (F, H, W, 3) uint8 RGB frames atomically as MP4 (H.264, yuv420p).
+def rgb_to_yuv420(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB -> Y (H, W), U and V (H/2, W/2) uint8: BT.601 limited range, 2x2 chroma mean
+    (what decoders assume for untagged H.264, and what swscale does by default)."""
+    rgb = array.astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    height, width = y.shape
 
-    H.264 with yuv420p needs even sizes; odd sizes are rejected rather than silently cropped.
+    def half(c: np.ndarray) -> np.ndarray:
+        return c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+
+    return tuple(np.clip(np.round(c), 0, 255).astype(np.uint8) for c in (y, half(u), half(v)))
+
+
+def _yuv420_frame(array: np.ndarray):
+    """An RGB (H, W, 3) uint8 array as a yuv420p VideoFrame, converted in numpy, row padding zeroed.
+
+    x264 reads the padding bytes at the end of each plane row and swscale's vector code reads past
+    the row end; PyAV leaves that memory uninitialised, which made encoded bytes vary (measured here).
+    """
+    import av
+
+    frame = av.VideoFrame(array.shape[1], array.shape[0], "yuv420p")
+    for plane, values in zip(frame.planes, rgb_to_yuv420(array), strict=True):
+        padded = np.zeros((plane.height, plane.line_size), np.uint8)
+        padded[:, : plane.width] = values
+        plane.update(padded.tobytes())
+    return frame
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
+    """Write (F, H, W, 3) uint8 RGB frames atomically as H.264 MP4 (yuv420p), bit-for-bit reproducibly.
+
+    Runs are compared by artifact sha256 (SPEC §10.3), so the encoder must not vary: x264's adaptive
+    quantisation, macroblock tree and psy optimisations are off (their float maths varied from run
+    to run, measured), it runs on one thread, and frames reach it converted in numpy with zeroed row
+    padding (`_yuv420_frame`). H.264 with yuv420p needs even sizes; odd sizes are rejected rather
+    than silently cropped.
     """
     import av
 
@@ -80,10 +114,10 @@ def write_video(
     path = Path(path)
     with atomic_path(path) as temporary:
         with av.open(str(temporary), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf)}
+            stream.options = {"crf": str(crf), "threads": "1", "x264-params": "aq-mode=0:mbtree=0:psy=0"}
             for array in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+                container.mux(stream.encode(_yuv420_frame(np.ascontiguousarray(array))))
             container.mux(stream.encode())
     return path

@@ -82,7 +82,8 @@ class SplitStage:
         return {"backend": self.config.backend, "config": config_dict(self.config)}
 
     def run(self, item: dict, context: Context) -> StageResult:
-        from kaleido_s2v.data.stages.frames import decode_frames, frame_times, write_clip
+        from kaleido_s2v.data.stages.frames import decode_frames, frame_times
+        from kaleido_s2v.video_io import write_video
 
         c = self.config
         probe = context.upstream["probe"]
@@ -125,7 +126,7 @@ class SplitStage:
         for clip in clips:
             frames = np.stack([decoded[i][:height, :width] for i in clip["source_frames"]])
             path, relative = context.new_artifact(f"{clip['id']}.mp4")
-            write_clip(path, frames, fps=c.fps)
+            write_video(path, frames, fps=c.fps)
             clip["clip"] = relative
             artifacts[clip["id"]] = relative
         return StageResult.ok({"shots": shot_rows, "clips": clips}, artifacts)
