@@ -25,8 +25,9 @@ class LatentEncoder:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        # from_folder loads in `dtype`; modules passed in keep theirs (diffusers keeps some in fp32).
+        self.vae = vae.to(device=device).eval().requires_grad_(False)
+        self.text_encoder = text_encoder.to(device=device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_text_length = max_text_length
         self.device = torch.device(device)
@@ -64,7 +65,7 @@ class LatentEncoder:
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> (B, 16, (F - 1) / 4 + 1, H / 8, W / 8) normalised latents (fp32)."""
-        posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        posterior = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         latents = posterior.mean.float().cpu()  # the posterior mean, never a sample (SPEC §6)
         return (latents - self._latent_mean) / self._latent_std
 
