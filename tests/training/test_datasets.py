@@ -3,9 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from kaleido_s2v.data.samples import write_folder_sample
 from kaleido_s2v.pipelines.references import image_to_tensor, letterbox
 from kaleido_s2v.training.buckets import BucketBatchSampler, BucketKey, nearest_resolution, rank_slice
 from kaleido_s2v.training.config import DataConfig
@@ -20,31 +18,8 @@ from kaleido_s2v.training.datasets import (
 )
 from kaleido_s2v.training.encoders import LatentEncoder
 from kaleido_s2v.training.trainer import Trainer
-from kaleido_s2v.video_io import write_video
 from tiny_components import tiny_text_encoder_and_tokenizer, tiny_vae
-from training.training_helpers import tiny_config
-
-
-def clip(num_frames: int, height: int = 48, width: int = 80, seed: int = 0) -> np.ndarray:
-    """A moving gradient with a frame counter in the red channel, so frames are identifiable."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, size=(1, height, width, 3), dtype=np.uint8).repeat(num_frames, 0)
-    base[..., 0] = (np.arange(num_frames) * 8 % 256).reshape(-1, 1, 1)
-    return base
-
-
-def reference(color, size=(30, 20)) -> Image.Image:
-    return Image.new("RGB", size, color)
-
-
-def write_sample(root, sample_id, frames, fps, refs=2, meta=True, caption="a cat walks"):
-    video = root / f"{sample_id}.mp4"
-    write_video(video, frames, fps)
-    info = dict(fps=fps, num_frames=len(frames), width=frames.shape[2], height=frames.shape[1])
-    colors = [(255, 0, 0), (0, 0, 255), (0, 255, 0)][:refs]
-    write_folder_sample(
-        root / "set", sample_id, video, caption, [reference(c) for c in colors], info if meta else None
-    )
+from training.training_helpers import clip, reference, tiny_config, write_sample
 
 
 @pytest.fixture

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
+from kaleido_s2v.data.samples import write_folder_sample
 from kaleido_s2v.training.buckets import BucketKey
 from kaleido_s2v.training.config import TrainConfig, config_from_dict
 from kaleido_s2v.training.datasets import InMemoryLatentDataset, LatentExample
+from kaleido_s2v.video_io import write_video
 from tiny_components import TINY_TRANSFORMER_CONFIG
 
 # Wide enough for its 4-channel latents (patch 16 values into width 48) to learn in a few hundred steps.
@@ -69,3 +73,25 @@ def config_dict(output_dir: Path, **overrides: Any) -> dict[str, Any]:
 
 def tiny_config(output_dir: Path, **overrides: Any) -> TrainConfig:
     return config_from_dict(TrainConfig, config_dict(output_dir, **overrides))
+
+
+def clip(num_frames: int, height: int = 48, width: int = 80, seed: int = 0) -> np.ndarray:
+    """A moving gradient with a frame counter in the red channel, so frames are identifiable."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(1, height, width, 3), dtype=np.uint8).repeat(num_frames, 0)
+    base[..., 0] = (np.arange(num_frames) * 8 % 256).reshape(-1, 1, 1)
+    return base
+
+
+def reference(color, size=(30, 20)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def write_sample(root, sample_id, frames, fps, refs=2, meta=True, caption="a cat walks"):
+    video = root / f"{sample_id}.mp4"
+    write_video(video, frames, fps)
+    info = dict(fps=fps, num_frames=len(frames), width=frames.shape[2], height=frames.shape[1])
+    colors = [(255, 0, 0), (0, 0, 255), (0, 255, 0)][:refs]
+    write_folder_sample(
+        root / "set", sample_id, video, caption, [reference(c) for c in colors], info if meta else None
+    )
