@@ -3,7 +3,8 @@
 One call, top to bottom:
   1. resolve defaults (generation_config.json, then call arguments) and check inputs;
   2. letterbox the references (SPEC §3) and VAE-encode each as its own latent frame;
-  3. encode the prompt and the negative prompt with UMT5 (padding positions zeroed);
+  3. encode the prompt and the negative prompt with the text encoder (UMT5, or the demo's MiniLM;
+     padding positions zeroed);
   4. Euler (or UniPC) steps over explicit flow sigmas (SPEC §5), text-only CFG with both branches
      in one batched forward and the same references in both;
   5. decode the video latents.
@@ -61,8 +62,9 @@ class KaleidoPipeline(DiffusionPipeline):
     """Reference-to-video generation with Kaleido (Wan2.1 + reference tokens).
 
     Components: transformer (KaleidoTransformer3DModel), vae (AutoencoderKLWan), text_encoder
-    (UMT5EncoderModel) + tokenizer, scheduler (FlowMatchEulerDiscreteScheduler for the Kaleido
-    preset, UniPCMultistepScheduler with flow sigmas for Wan's). `generation_config` holds the
+    (UMT5EncoderModel, or another transformers encoder such as the demo's BertModel) + tokenizer,
+    scheduler (FlowMatchEulerDiscreteScheduler for the Kaleido preset, UniPCMultistepScheduler
+    with flow sigmas for Wan's). `generation_config` holds the
     model's defaults (SPEC §10.1).
     """
 
@@ -100,7 +102,7 @@ class KaleidoPipeline(DiffusionPipeline):
         resolved to a local snapshot first (needs network).
         """
         from diffusers import AutoencoderKLWan as _Vae
-        from transformers import AutoTokenizer, UMT5EncoderModel
+        from transformers import AutoTokenizer
 
         path = _resolve_model_path(pretrained_model_name_or_path)
         if not (path / "model_index.json").is_file():
@@ -115,9 +117,10 @@ class KaleidoPipeline(DiffusionPipeline):
             transformer = KaleidoTransformer3DModel.from_pretrained(
                 path / "transformer", torch_dtype=torch_dtype
             )
+        text_encoder_class = _text_encoder_class(path)
         pipeline = cls(
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
-            text_encoder=UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=torch_dtype).eval(),
+            text_encoder=text_encoder_class.from_pretrained(path / "text_encoder", dtype=torch_dtype).eval(),
             vae=_Vae.from_pretrained(path / "vae", torch_dtype=vae_dtype or torch_dtype).eval(),
             scheduler=_load_scheduler(path / "scheduler"),
             transformer=transformer.eval(),
@@ -188,7 +191,7 @@ class KaleidoPipeline(DiffusionPipeline):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """UMT5 states for each prompt, padded to max_sequence_length with zeros. Returns (N, L, D)."""
+        """Text-encoder states for each prompt, padded to max_sequence_length with zeros. Returns (N, L, D)."""
         device = device or self._execution_device
         tokens = self.tokenizer(
             [clean_prompt(p) for p in prompts],
@@ -496,6 +499,34 @@ def _to_output_type(video: torch.Tensor, output_type: str):
     from PIL import Image
 
     return [[Image.fromarray((frame * 255).astype(np.uint8)) for frame in clip] for clip in array]
+
+
+def _text_encoder_class(path: Path) -> type:
+    """The transformers model class that `model_index.json` records for `text_encoder`.
+
+    UMT5EncoderModel for Wan and Kaleido; any transformers encoder whose `last_hidden_state` the
+    transformer's `text_dim` matches (e.g. BertModel for the demo's all-MiniLM-L6-v2).
+    """
+    import json
+
+    import transformers
+
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    entry = index.get("text_encoder")
+    if not isinstance(entry, list) or len(entry) != 2 or entry[0] != "transformers":
+        raise ValueError(
+            f'{path / "model_index.json"}: text_encoder is {entry!r}; expected ["transformers", '
+            '"<model class>"], e.g. ["transformers", "UMT5EncoderModel"]'
+        )
+    text_encoder_class = getattr(transformers, entry[1], None)
+    if not (
+        isinstance(text_encoder_class, type) and issubclass(text_encoder_class, transformers.PreTrainedModel)
+    ):
+        raise ValueError(
+            f"{path / 'model_index.json'}: text_encoder class {entry[1]!r} is not a transformers model class "
+            "in this transformers version; use e.g. UMT5EncoderModel or BertModel"
+        )
+    return text_encoder_class
 
 
 def _load_scheduler(folder: Path):
