@@ -1,6 +1,7 @@
 import json
 
 import yaml
+from PIL import Image
 
 from kaleido_s2v.cli import main
 from kaleido_s2v.training.datasets import LatentCacheDataset
@@ -29,7 +30,13 @@ def test_cache_then_train_end_to_end(tmp_path, capsys):
             cache_dir=str(tmp_path / "cache"),
         ),
         optimizer=dict(lr=1e-3),
+        sampling=dict(
+            every=2, cases=str(tmp_path / "cases.jsonl"), num_inference_steps=2, guidance_scale=3.0
+        ),
     )
+    Image.new("RGB", (24, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    case = {"id": "red_thing", "prompt": "a red ball", "references": [{"path": "red.png", "label": "ball"}]}
+    (tmp_path / "cases.jsonl").write_text(json.dumps(case) + "\n")
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
 
@@ -42,6 +49,8 @@ def test_cache_then_train_end_to_end(tmp_path, capsys):
     assert (tmp_path / "run" / "final" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
     assert json.loads((tmp_path / "run" / "final" / "training_state.json").read_text())["shift"] == "auto"
+    assert (tmp_path / "run" / "samples" / "step-00000002" / "red_thing.mp4").is_file()
+    assert not (tmp_path / "run" / "samples" / "step-00000003").exists()
 
 
 def test_cli_names_an_unknown_config_key(tmp_path, capsys):

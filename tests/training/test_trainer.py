@@ -101,3 +101,27 @@ def test_learning_rate_schedule():
     assert [lr_lambda(s, 2, 10, "constant", 0.0) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_lambda(2, 2, 10, "cosine", 0.1) == pytest.approx(1.0)
     assert lr_lambda(10, 2, 10, "cosine", 0.1) == pytest.approx(0.1)
+
+
+def test_gradient_checkpointing_and_bf16_autocast(tmp_path):
+    plain = Trainer(tiny_config(tmp_path / "plain", max_steps=2), dataset=latent_dataset())
+    checkpointed = Trainer(
+        tiny_config(
+            tmp_path / "ckpt",
+            max_steps=2,
+            model=dict(config=plain.config.model.config, gradient_checkpointing=True),
+        ),
+        dataset=latent_dataset(),
+    )
+    assert checkpointed.model.gradient_checkpointing
+    plain_losses, checkpointed_losses = plain.train().losses, checkpointed.train().losses
+    assert checkpointed_losses == pytest.approx(plain_losses, rel=1e-6)
+    for name, tensor in weights(plain).items():
+        assert torch.allclose(tensor, weights(checkpointed)[name], atol=1e-6), name
+    bf16 = Trainer(
+        tiny_config(tmp_path / "bf16", max_steps=2, mixed_precision="bf16"), dataset=latent_dataset()
+    )
+    assert bf16.autocast_dtype == torch.bfloat16
+    bf16_losses = bf16.train().losses
+    assert bf16_losses == pytest.approx(plain_losses, rel=0.05) and bf16_losses != plain_losses
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32

@@ -14,6 +14,8 @@ the data slicing in the trainer already goes through `DistributedContext.data_ra
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -128,6 +130,14 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
+@contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes a single process when no process group exists: that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
 def save_distributed_checkpoint(
     folder: str | os.PathLike,
     model: nn.Module,
@@ -140,7 +150,8 @@ def save_distributed_checkpoint(
 
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state, **extra_tensors}
-    dcp.save(state, checkpoint_id=str(folder))
+    with _single_process_quiet():
+        dcp.save(state, checkpoint_id=str(folder))
 
 
 def load_distributed_checkpoint(
@@ -157,5 +168,6 @@ def load_distributed_checkpoint(
         raise FileNotFoundError(f"checkpoint {folder} does not exist")
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state, **extra_tensors}
-    dcp.load(state, checkpoint_id=str(folder))
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])

@@ -169,6 +169,12 @@ class Trainer:
         self.ema = (
             {name: p.detach().clone() for name, p in self.trainable.items()} if config.ema_decay else None
         )
+        if config.sampling.every:
+            from kaleido_s2v.training.sampling import read_sample_cases
+
+            if config.sampling.cases is None:
+                raise ValueError("sampling.every is set but sampling.cases (a case file) is not")
+            read_sample_cases(config.sampling.cases)  # fail now, not after hours of training
         self.step = 0
         self.output_dir = Path(config.output_dir)
         self.empty_text_states = getattr(self.dataset, "empty_text_states", None)
@@ -368,6 +374,8 @@ class Trainer:
                 window = {"data": 0.0, "total": 0.0, "samples": 0, "tokens": 0}
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self.save_checkpoint()
+            if config.sampling.every and self.step % config.sampling.every == 0:
+                self._write_samples()
         bar.close()
         result.final_step = self.step
         if self.step < config.max_steps:
@@ -376,6 +384,22 @@ class Trainer:
             return result
         result.export_dir = self.export()
         return result
+
+    def _write_samples(self) -> None:
+        from kaleido_s2v.training.sampling import write_sample_videos
+
+        if self.encoder is None:
+            if self.config.encoders.path is None:
+                raise ValueError(
+                    "sampling.every needs encoders.path (the VAE and text encoder to sample with)"
+                )
+            from kaleido_s2v.training.encoders import LatentEncoder
+
+            encoders = self.config.encoders
+            self.encoder = LatentEncoder.from_folder(
+                encoders.path, encoders.max_text_length, self.device, encoders.dtype
+            )
+        write_sample_videos(self.model, self.encoder, self.config, self.step, write=self.context.is_main)
 
     def _clip_gradients(self) -> float:
         parameters = list(self.trainable.values())
