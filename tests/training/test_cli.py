@@ -1,5 +1,7 @@
 import json
+import math
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -48,7 +50,10 @@ def test_cache_then_train_end_to_end(tmp_path, capsys):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert (tmp_path / "run" / "final" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
-    assert json.loads((tmp_path / "run" / "final" / "training_state.json").read_text())["shift"] == "auto"
+    assert json.loads((tmp_path / "run" / "final" / "training_state.json").read_text())["shift"] == {
+        "setting": "auto",
+        "values": {"64x64": pytest.approx(math.exp(0.5 + 0.65 * (16 - 256) / 3840))},
+    }
     assert (tmp_path / "run" / "samples" / "step-00000002" / "red_thing.mp4").is_file()
     assert not (tmp_path / "run" / "samples" / "step-00000003").exists()
 

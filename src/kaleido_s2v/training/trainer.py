@@ -282,6 +282,14 @@ class Trainer:
             return resolution_shift(tokens_per_frame(height, width, self.patch_size[1:]))
         return float(self.config.shift)
 
+    def shift_record(self) -> dict[str, Any]:
+        """The shift used, per bucket resolution (SPEC §10.1: a checkpoint records the value)."""
+        values = {}
+        for key in sorted(set(self.dataset.bucket_keys)):
+            latents = torch.empty(0, 0, 0, key.height // 8, key.width // 8)  # the Wan VAE is 8x spatially
+            values[f"{key.height}x{key.width}"] = self._shift(latents)
+        return {"setting": self.config.shift, "values": values}
+
     def _tokens(self, batch: LatentBatch) -> int:
         p_t, p_h, p_w = self.patch_size
         _, _, frames, height, width = batch.latents.shape
@@ -466,7 +474,7 @@ class Trainer:
                 "sampler": self.sampler.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "world_size": self.context.world_size,
-                "shift": self.config.shift,
+                "shift": self.shift_record(),
             }
             write_json_atomic(temporary / "trainer_state.json", state)
             if folder.exists():
@@ -544,6 +552,8 @@ class Trainer:
             with atomic_path(folder / TRANSFORMER_WEIGHTS) as temporary:
                 tensors = {k: v.contiguous() for k, v in state.items()}
                 save_file(tensors, str(temporary), metadata={"format": "pt"})
-            write_json_atomic(final / "training_state.json", {"step": self.step, "shift": self.config.shift})
+            write_json_atomic(
+                final / "training_state.json", {"step": self.step, "shift": self.shift_record()}
+            )
         distributed.barrier()
         return final / "transformer"
