@@ -66,3 +66,30 @@ def test_fsdp_two_processes_match_one_process_and_resume_exactly(tmp_path):
     for name, tensor in sharded.items():
         assert torch.equal(tensor, resumed[name]), name
     assert len(losses(tmp_path / "two")) == 4
+
+
+@pytest.mark.slow
+def test_fsdp_with_lora_bf16_checkpointing_and_ema_exports_adapters(tmp_path):
+    from tiny_components import TINY_TRANSFORMER_CONFIG
+
+    cache = save_latent_examples(
+        tmp_path / "cache", latent_examples(num_clips=4, channels=16), torch.zeros(1, 32)
+    )
+    raw = config_dict(
+        tmp_path / "run",
+        micro_batch_size=1,
+        max_steps=2,
+        mixed_precision="bf16",
+        ema_decay=0.9,
+        model=dict(config=dict(TINY_TRANSFORMER_CONFIG), gradient_checkpointing=True),
+        lora=dict(rank=4, alpha=4.0),
+        data=dict(cache_dir=str(cache)),
+    )
+    path = tmp_path / "lora.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    torchrun(path)
+    adapters = load_file(tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors")
+    # 2 blocks x 2 attentions x 4 projections x (A, B), all full-size (gathered from the shards).
+    assert len(adapters) == 32
+    assert adapters["transformer.blocks.0.attn1.to_q.lora_A.weight"].shape == (4, 24)
+    assert sum(v.abs().sum() for k, v in adapters.items() if "lora_B" in k) > 0
