@@ -149,6 +149,13 @@ def test_latent_cache_encodes_each_reference_alone_and_resumes(sample_folder, tm
     stamp = os.stat(tmp_path / "cache" / "samples" / "a.safetensors").st_mtime_ns
     write_latent_cache(dataset, encoder, tmp_path / "cache", fingerprint, progress=False)
     assert os.stat(tmp_path / "cache" / "samples" / "a.safetensors").st_mtime_ns == stamp
+    # Two ranks share the work; the index appears only once every sample is encoded.
+    sharded = tmp_path / "sharded"
+    write_latent_cache(dataset, encoder, sharded, fingerprint, progress=False, rank=1, world_size=2)
+    assert sorted(p.name for p in (sharded / "samples").iterdir()) == ["b.safetensors"]
+    assert not (sharded / "cache.json").exists()
+    write_latent_cache(dataset, encoder, sharded, fingerprint, progress=False, rank=0, world_size=2)
+    assert LatentCacheDataset(sharded, fingerprint).ids == ["a", "b"]
     with pytest.raises(ValueError, match="built for other data"):
         write_latent_cache(dataset, encoder, tmp_path / "cache", "other", progress=False)
     with pytest.raises(ValueError, match="rerun `kaleido-s2v train cache"):

@@ -59,10 +59,9 @@ def _train(config_path: str, resume: bool) -> int:
 
 
 def _cache(config_path: str) -> int:
-    import torch
-
     from kaleido_s2v.training.config import load_config
     from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
+    from kaleido_s2v.training.distributed import barrier, destroy_distributed, init_distributed
     from kaleido_s2v.training.encoders import LatentEncoder
 
     config = load_config(config_path)
@@ -70,12 +69,27 @@ def _cache(config_path: str) -> int:
         raise ValueError(f"{config_path}: set data.cache_dir to the folder the latent cache goes to")
     if config.encoders.path is None:
         raise ValueError(f"{config_path}: set encoders.path (a folder with vae/, text_encoder/, tokenizer/)")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder = LatentEncoder.from_folder(
-        config.encoders.path, config.encoders.max_text_length, device, config.encoders.dtype
-    )
-    dataset = VideoSampleDataset(config.data)
-    fingerprint = cache_fingerprint(config.data, config.encoders.path, config.encoders.max_text_length)
-    folder = write_latent_cache(dataset, encoder, config.data.cache_dir, fingerprint)
-    print(f"cached {len(dataset)} samples in {folder}")
+    # Under torchrun every rank encodes its share of the samples; the index is written last.
+    context = init_distributed()
+    try:
+        encoder = LatentEncoder.from_folder(
+            config.encoders.path, config.encoders.max_text_length, context.device, config.encoders.dtype
+        )
+        dataset = VideoSampleDataset(config.data)
+        fingerprint = cache_fingerprint(config.data, config.encoders.path, config.encoders.max_text_length)
+        folder = write_latent_cache(
+            dataset,
+            encoder,
+            config.data.cache_dir,
+            fingerprint,
+            context.is_main,
+            context.rank,
+            context.world_size,
+        )
+        barrier()
+        if context.is_main:
+            write_latent_cache(dataset, encoder, folder, fingerprint, progress=False)  # all done: the index
+            print(f"cached {len(dataset)} samples in {folder}")
+    finally:
+        destroy_distributed()
     return 0

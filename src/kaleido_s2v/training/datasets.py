@@ -216,12 +216,15 @@ def write_latent_cache(
     cache_dir: str | os.PathLike,
     fingerprint: str,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
     """VAE- and text-encode every sample once into `cache_dir` (resumable, atomic per sample).
 
     Layout: `samples/<id>.safetensors` (latents, ref_0 … ref_{S-1}, text_states),
-    `empty_text.safetensors` (the dropped-caption states) and `cache.json`, written last.
-    Each reference is encoded as its own one-frame latent.
+    `empty_text.safetensors` (the dropped-caption states) and `cache.json`, written last by
+    rank 0 once every sample file is present. Rank r of `world_size` encodes samples
+    r, r + world_size, … Each reference is encoded as its own one-frame latent.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -236,9 +239,8 @@ def write_latent_cache(
                 f"{existing.get('fingerprint')} != {fingerprint}); use a new data.cache_dir"
             )
     (cache_dir / "samples").mkdir(parents=True, exist_ok=True)
-    entries = []
-    for index in tqdm(range(len(dataset)), desc="caching latents", disable=not progress):
-        sample_id, bucket = dataset.samples[index].id, dataset.bucket_keys[index]
+    for index in tqdm(range(rank, len(dataset), world_size), desc="caching latents", disable=not progress):
+        sample_id = dataset.samples[index].id
         path = cache_dir / "samples" / f"{sample_id}.safetensors"
         if not path.is_file():
             example = dataset[index]
@@ -250,17 +252,23 @@ def write_latent_cache(
             tensors["text_states"] = encoder.encode_text([example.caption])[0].contiguous()
             with atomic_path(path) as temporary:
                 save_file(tensors, str(temporary), metadata={"caption": example.caption})
-        entries.append(
-            {
-                "id": sample_id,
-                "bucket": [bucket.height, bucket.width, bucket.num_frames, bucket.num_references],
-            }
-        )
     empty = cache_dir / "empty_text.safetensors"
-    if not empty.is_file():
+    if rank == 0 and not empty.is_file():
         with atomic_path(empty) as temporary:
             save_file({"text_states": encoder.encode_text([""])[0].contiguous()}, str(temporary))
-    write_json_atomic(index_path, {"format": CACHE_FORMAT, "fingerprint": fingerprint, "samples": entries})
+    ids = [sample.id for sample in dataset.samples]
+    if (
+        rank == 0
+        and empty.is_file()
+        and all((cache_dir / "samples" / f"{i}.safetensors").is_file() for i in ids)
+    ):
+        entries = [
+            {"id": i, "bucket": [key.height, key.width, key.num_frames, key.num_references]}
+            for i, key in zip(ids, dataset.bucket_keys, strict=True)
+        ]
+        write_json_atomic(
+            index_path, {"format": CACHE_FORMAT, "fingerprint": fingerprint, "samples": entries}
+        )
     return cache_dir
 
 
