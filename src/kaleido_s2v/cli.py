@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "kaleido_s2v.evaluation.cli",
     "kaleido_s2v.data.cli",
     "kaleido_s2v.training.cli",
+    "kaleido_s2v.demo.cli",
 ]
 
 

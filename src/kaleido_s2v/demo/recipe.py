@@ -1,0 +1,236 @@
+"""The demo model, end to end: data -> VAE -> latent caches -> stage 1 -> stage 2 -> pipeline folder.
+
+Every step is resumable (finished outputs are kept, the VAE and both training stages continue
+from their last checkpoint) and seeded from the config, so `kaleido-s2v demo train` run twice, or
+interrupted and run again, ends with the same pipeline folder. Layout of the run folder:
+
+    scenes/{train,heldout}/    procedural scenes (<name>.mp4 + <name>.json)
+    data/{train,heldout}/      data-pipeline runs; export/ holds the S2V pairs (SPEC §9.2)
+    data/sft/                  the cleanest training pairs (cut-out references only), stage 2's data
+    heldout/cases.jsonl        held-out cases (SPEC §9.1) for `kaleido-s2v generate --batch` / `eval`
+    vae_train/                 VAE checkpoint, metrics and the trained vae/
+    encoders/                  vae/, text_encoder/, tokenizer/ (what the latent caches were built with)
+    cache/stage{1,2}/          latent caches
+    stage1/, stage2/           trainer output folders (checkpoints/, metrics.jsonl, final/)
+    pipeline/                  the assembled KaleidoPipeline folder
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kaleido_s2v.demo.data import DemoDataConfig
+from kaleido_s2v.demo.vae import DemoVaeConfig
+
+
+@dataclass(frozen=True)
+class DemoGenerationConfig:
+    """The assembled model's `generation_config.json` values (size and frames follow the data)."""
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 2.0
+    shift: float = 2.0
+    negative_prompt: str = ""
+    max_references: int = 3
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The whole demo recipe. stage1/stage2: trainer YAML files (paths in them are relative to the run
+    folder); train_overrides: nested values applied to both stages (the reduced CI config uses it)."""
+
+    stage1: str
+    stage2: str
+    pairing: str = "cross_shot"  # "cross_shot" (the demo) | "naive" (the ablation's baseline)
+    data: DemoDataConfig = field(default_factory=DemoDataConfig)
+    vae: DemoVaeConfig = field(default_factory=DemoVaeConfig)
+    generation: DemoGenerationConfig = field(default_factory=DemoGenerationConfig)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pairing not in ("cross_shot", "naive"):
+            raise ValueError(f"pairing must be 'cross_shot' or 'naive', got {self.pairing!r}")
+
+
+def load_demo_config(path: str | os.PathLike) -> DemoConfig:
+    """Read a demo YAML (see configs/demo/); stage YAML paths are relative to the demo YAML's folder."""
+    import yaml
+
+    from kaleido_s2v.training.config import config_from_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"demo config {path} does not exist; run from the repository root or pass --config"
+        )
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        config = config_from_dict(DemoConfig, raw)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    from dataclasses import replace
+
+    return replace(
+        config,
+        stage1=str((path.parent / config.stage1).resolve()),
+        stage2=str((path.parent / config.stage2).resolve()),
+    )
+
+
+def stage_config(yaml_path: str, run_dir: Path, overrides: dict[str, Any]):
+    """A stage's TrainConfig with its run-relative paths (output, data, cache, encoders, init_from) under `run_dir`."""
+    from kaleido_s2v.training.config import TrainConfig, config_from_dict, config_to_dict, load_config
+
+    raw = config_to_dict(load_config(yaml_path, overrides))
+    raw["output_dir"] = str(run_dir / raw["output_dir"])
+    raw["data"]["paths"] = [str(run_dir / p) for p in raw["data"]["paths"]]
+    raw["data"]["cache_dir"] = str(run_dir / raw["data"]["cache_dir"])
+    raw["encoders"]["path"] = str(run_dir / raw["encoders"]["path"])
+    if raw["model"]["init_from"] is not None:
+        raw["model"]["init_from"] = str(run_dir / raw["model"]["init_from"])
+    return config_from_dict(TrainConfig, raw)
+
+
+def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
+    """`encoders/` = the trained VAE + MiniLM text encoder and tokenizer (what the caches use)."""
+    from kaleido_s2v.atomic import atomic_path
+    from kaleido_s2v.demo.text_encoder import load_minilm
+
+    folder = run_dir / "encoders"
+    if (folder / "tokenizer").is_dir():
+        return folder
+    text_encoder, tokenizer = load_minilm()
+    with atomic_path(folder) as temporary:
+        shutil.copytree(vae_folder, temporary / "vae")
+        text_encoder.save_pretrained(temporary / "text_encoder")
+        tokenizer.save_pretrained(temporary / "tokenizer")
+        if folder.exists():
+            shutil.rmtree(folder)
+    return folder
+
+
+def load_encoder(encoders: Path, max_text_length: int):
+    """The trainer's `LatentEncoder` over the demo VAE and MiniLM (its `from_folder` expects UMT5)."""
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoTokenizer, BertModel
+
+    from kaleido_s2v.training.encoders import LatentEncoder
+
+    return LatentEncoder(
+        AutoencoderKLWan.from_pretrained(encoders / "vae"),
+        BertModel.from_pretrained(encoders / "text_encoder"),
+        AutoTokenizer.from_pretrained(encoders / "tokenizer"),
+        max_text_length=max_text_length,
+    )
+
+
+def cache_latents(train_config, encoder, progress: bool) -> Path:
+    """Write the stage's latent cache with the trainer's own cache writer (resumable)."""
+    from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
+
+    data = train_config.data
+    fingerprint = cache_fingerprint(data, train_config.encoders.path, train_config.encoders.max_text_length)
+    return write_latent_cache(
+        VideoSampleDataset(data), encoder, data.cache_dir, fingerprint, progress=progress
+    )
+
+
+def train_stage(train_config) -> Path:
+    """Run (or resume, or skip when finished) one stage with the project's Trainer; returns final/transformer."""
+    from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint
+
+    final = Path(train_config.output_dir) / "final" / "transformer"
+    if (final / "config.json").is_file():
+        return final
+    trainer = Trainer(train_config)
+    resume = find_latest_checkpoint(train_config.output_dir) is not None
+    result = trainer.train(resume=resume)
+    return result.export_dir
+
+
+def assemble_pipeline(run_dir: Path, transformer_folder: Path, config: DemoConfig) -> Path:
+    """Save `run_dir/pipeline`: the trained transformer and VAE, MiniLM, the Euler scheduler, defaults."""
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoTokenizer, BertModel
+
+    from kaleido_s2v.atomic import atomic_path
+    from kaleido_s2v.models.checkpoints import load_transformer
+    from kaleido_s2v.pipelines.generation_config import GenerationConfig, make_scheduler
+    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+
+    encoders = run_dir / "encoders"
+    generation = config.generation
+    pipeline = KaleidoPipeline(
+        tokenizer=AutoTokenizer.from_pretrained(encoders / "tokenizer"),
+        text_encoder=BertModel.from_pretrained(encoders / "text_encoder").eval(),
+        vae=AutoencoderKLWan.from_pretrained(encoders / "vae").eval(),
+        scheduler=make_scheduler("kaleido_euler", shift=generation.shift),
+        transformer=load_transformer(transformer_folder, torch_dtype=torch.float32).eval(),
+    )
+    pipeline.generation_config = GenerationConfig(
+        height=config.data.size,
+        width=config.data.size,
+        num_frames=config.data.num_frames,
+        fps=int(config.data.fps),
+        num_inference_steps=generation.num_inference_steps,
+        guidance_scale=generation.guidance_scale,
+        shift=generation.shift,
+        negative_prompt=generation.negative_prompt,
+        max_references=generation.max_references,
+    )
+    folder = run_dir / "pipeline"
+    with atomic_path(folder) as temporary:
+        pipeline.save_pretrained(temporary)
+        if folder.exists():
+            shutil.rmtree(folder)
+    return folder
+
+
+def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = True) -> Path:
+    """Every step of the recipe in order (each skipped when already done); returns the pipeline folder."""
+    from kaleido_s2v.demo.data import build_pairs, render_scenes, select_clean_pairs, write_heldout_cases
+    from kaleido_s2v.demo.vae import train_vae
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.data.seed)
+
+    # 1. Data: scenes -> cross-paired (or naive) S2V pairs; held-out cases; stage 2's clean subset.
+    render_scenes(run_dir / "scenes" / "train", config.data, heldout=False, progress=progress)
+    render_scenes(run_dir / "scenes" / "heldout", config.data, heldout=True, progress=progress)
+    export = build_pairs(
+        run_dir / "scenes" / "train", run_dir / "data" / "train", config.data, config.pairing, progress
+    )
+    heldout = build_pairs(
+        run_dir / "scenes" / "heldout", run_dir / "data" / "heldout", config.data, "cross_shot", progress
+    )
+    write_heldout_cases(heldout, run_dir / "heldout" / "cases.jsonl")
+    if not (run_dir / "data" / "sft").is_dir():
+        select_clean_pairs(export, run_dir / "data" / "sft")
+
+    # 2. The VAE, then the encoders folder the caches are built with.
+    vae_folder = train_vae(export, run_dir / "vae_train", config.vae, config.data.size, progress=progress)
+    encoders = write_encoders(run_dir, vae_folder)
+
+    # 3. Stage 1 pre-training on every pair, stage 2 SFT on the clean ones (fresh optimizer).
+    stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
+    encoder = load_encoder(encoders, stage1.encoders.max_text_length)
+    cache_latents(stage1, encoder, progress)
+    train_stage(stage1)
+    stage2 = stage_config(config.stage2, run_dir, config.train_overrides)
+    if stage2.model.init_from is not None and not Path(stage2.model.init_from).is_dir():
+        raise FileNotFoundError(
+            f"stage 2 starts from {stage2.model.init_from}, which stage 1 did not write; "
+            f"point model.init_from in {config.stage2} at stage 1's final/transformer"
+        )
+    cache_latents(stage2, encoder, progress)
+    stage2_final = train_stage(stage2)
+
+    # 4. The pipeline folder `KaleidoPipeline.from_pretrained` loads.
+    return assemble_pipeline(run_dir, stage2_final, config)

@@ -1,0 +1,199 @@
+"""The demo's VAE: diffusers' `AutoencoderKLWan` in a small config, trained here (recon + KL).
+
+64x64 frames -> 16x16 latents with 4 channels (two spatial down-samplings); temporal compression 2
+(`temporal_downsample=(False, True)`), so a 9-frame clip is 5 latent frames and a reference image
+one. These are config choices of Wan's own VAE, not a fork.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kaleido_s2v.atomic import atomic_path, write_json_atomic
+
+
+@dataclass(frozen=True)
+class DemoVaeConfig:
+    """Architecture (the first five fields) and training settings of the demo VAE."""
+
+    base_dim: int = 16
+    z_dim: int = 4
+    dim_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    temporal_downsample: tuple[bool, ...] = (False, True)
+    steps: int = 600
+    batch_size: int = 4
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.temporal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError(
+                f"temporal_downsample needs one entry per down-sampling ({len(self.dim_mult) - 1} for "
+                f"dim_mult {self.dim_mult}), got {self.temporal_downsample}"
+            )
+
+    @property
+    def scale_factor_spatial(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def scale_factor_temporal(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+
+def build_demo_vae(config: DemoVaeConfig, seed: int | None = None):
+    """A fresh `AutoencoderKLWan` with the demo architecture (latent statistics 0 / 1 until fitted)."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(config.seed if seed is None else seed)
+    return AutoencoderKLWan(
+        base_dim=config.base_dim,
+        z_dim=config.z_dim,
+        dim_mult=list(config.dim_mult),
+        num_res_blocks=config.num_res_blocks,
+        temperal_downsample=list(config.temporal_downsample),  # diffusers' spelling
+        latents_mean=[0.0] * config.z_dim,
+        latents_std=[1.0] * config.z_dim,
+        scale_factor_temporal=config.scale_factor_temporal,
+        scale_factor_spatial=config.scale_factor_spatial,
+    )
+
+
+def load_training_pixels(export: str | os.PathLike, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (N, F, H, W, 3) uint8 and references letterboxed to size x size on white (M, H, W, 3) uint8."""
+    from kaleido_s2v.data.samples import iter_folder
+    from kaleido_s2v.pipelines.references import letterbox
+
+    clips, references = [], []
+    for sample in iter_folder(export):
+        frames, _ = sample.read_video()
+        clips.append(frames)
+        for image in sample.reference_images():
+            references.append(np.asarray(letterbox(image, size, size)))
+    lengths = {len(c) for c in clips}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"clips in {export} have different lengths {sorted(lengths)}; export them with one length"
+        )
+    return np.stack(clips), np.stack(references)
+
+
+def _to_unit(array: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float in [-1, 1] with channels moved to dim 1 of a (B, 3, F, H, W) batch."""
+    tensor = torch.from_numpy(array).float() / 127.5 - 1.0
+    if tensor.ndim == 4:  # (B, H, W, 3): images as one-frame videos
+        tensor = tensor.unsqueeze(1)
+    return tensor.permute(0, 4, 1, 2, 3).contiguous()  # (B, 3, F, H, W)
+
+
+def _batch(clips: np.ndarray, references: np.ndarray, step: int, config: DemoVaeConfig) -> torch.Tensor:
+    """Even steps: a batch of clips; odd steps: a batch of references. Drawn from (seed, step) only."""
+    rng = np.random.default_rng([config.seed, step])
+    pool = clips if step % 2 == 0 or not len(references) else references
+    chosen = pool[rng.integers(0, len(pool), config.batch_size)]
+    if rng.random() < 0.5:
+        chosen = chosen[..., ::-1, :]  # horizontal flip (W is the second-last axis)
+    return _to_unit(np.ascontiguousarray(chosen))
+
+
+def train_vae(
+    export: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: DemoVaeConfig,
+    size: int,
+    progress: bool = True,
+) -> Path:
+    """Train the demo VAE on the pairs in `export`; returns `<out_dir>/vae` (a diffusers folder).
+
+    Resumable: `<out_dir>/checkpoint.pt` (weights, optimizer, step) is written every
+    `checkpoint_every` steps; batches depend only on (seed, step), so a resumed run matches an
+    uninterrupted one. The latent mean and std per channel are measured on the training clips at
+    the end and stored in the VAE config (the pipeline normalises latents with them).
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    final = out_dir / "vae"
+    if (final / "config.json").is_file():
+        return final
+    clips, references = load_training_pixels(export, size)
+    vae = build_demo_vae(config)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    step = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, weights_only=True)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    vae.train()
+    log = out_dir / "metrics.jsonl"
+    bar = tqdm(total=config.steps, initial=step, desc="vae", disable=not progress)
+    while step < config.steps:
+        pixels = _batch(clips, references, step, config)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        posterior = vae.encode(pixels).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype
+        )
+        reconstruction = vae.decode(latents).sample
+        mse = torch.nn.functional.mse_loss(reconstruction, pixels)
+        kl = posterior.kl().mean() / latents[0].numel()
+        loss = mse + config.kl_weight * kl
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update()
+        bar.set_postfix(mse=f"{mse.item():.4f}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(json.dumps({"step": step, "mse": mse.item(), "kl": kl.item()}) + "\n")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            with atomic_path(checkpoint_path) as temporary:
+                torch.save(
+                    {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, temporary
+                )
+    bar.close()
+    vae.eval()
+    mean, std = latent_statistics(vae, clips)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    with atomic_path(final) as temporary:
+        vae.save_pretrained(temporary)
+    write_json_atomic(
+        out_dir / "vae_report.json",
+        {"config": asdict(config), "psnr_db": reconstruction_psnr(vae, clips[: min(16, len(clips))])},
+    )
+    return final
+
+
+@torch.no_grad()
+def latent_statistics(vae, clips: np.ndarray, max_clips: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means of up to `max_clips` clips."""
+    latents = torch.cat(
+        [
+            vae.encode(_to_unit(clips[i : i + 8])).latent_dist.mean
+            for i in range(0, min(len(clips), max_clips), 8)
+        ]
+    )  # (N, C, F_lat, h, w)
+    channels = latents.transpose(0, 1).reshape(latents.shape[1], -1)
+    return channels.mean(1).tolist(), channels.std(1).clamp_min(1e-3).tolist()
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae, clips: np.ndarray) -> float:
+    """PSNR in dB of posterior-mean reconstructions of `clips` (uint8 (N, F, H, W, 3))."""
+    pixels = _to_unit(clips)
+    reconstruction = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+    mse = torch.mean(((reconstruction - pixels) / 2) ** 2).item()
+    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
