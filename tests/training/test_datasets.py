@@ -177,3 +177,22 @@ def test_training_from_cache_equals_training_from_videos(sample_folder, tmp_path
         tiny_config(tmp_path / "cached", **overrides), LatentCacheDataset(tmp_path / "cache")
     )
     assert from_cache.train().losses == pytest.approx(from_videos.train().losses, rel=1e-5)
+
+
+def test_encoders_load_from_a_pipeline_folder_with_umt5_or_another_text_encoder(tmp_path):
+    from transformers import BertConfig, BertModel, UMT5EncoderModel
+
+    from tiny_components import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "pipeline")
+    encoder = LatentEncoder.from_folder(folder, max_text_length=8)
+    assert isinstance(encoder.text_encoder, UMT5EncoderModel)
+    states = encoder.encode_text(["a cat walks", ""])
+    assert states[0].shape == (4, 32) and states[1].shape == (1, 32)  # words + </s>, then </s> alone
+    bert = BertModel(
+        BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    )
+    bert.save_pretrained(folder / "text_encoder")
+    assert isinstance(LatentEncoder.from_folder(folder, max_text_length=8).text_encoder, BertModel)

@@ -45,9 +45,12 @@ class LatentEncoder:
         device: torch.device | str = "cpu",
         dtype: str = "float32",
     ) -> LatentEncoder:
-        """Load `vae/`, `text_encoder/` and `tokenizer/` from a diffusers pipeline folder."""
+        """Load `vae/`, `text_encoder/` and `tokenizer/` from a diffusers pipeline folder.
+
+        The text encoder is umt5 (Wan) or any transformers encoder returning `last_hidden_state`.
+        """
         from diffusers import AutoencoderKLWan
-        from transformers import AutoTokenizer, UMT5EncoderModel
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel, UMT5EncoderModel
 
         path = Path(path)
         for part in ("vae", "text_encoder", "tokenizer"):
@@ -58,7 +61,10 @@ class LatentEncoder:
                 )
         torch_dtype = _DTYPES[dtype]
         vae = AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch_dtype)
-        text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=torch_dtype)
+        # umt5 (Wan) loads encoder-only; another encoder (e.g. the demo's MiniLM BertModel) by AutoModel.
+        model_type = AutoConfig.from_pretrained(path / "text_encoder").model_type
+        text_class = {"umt5": UMT5EncoderModel, "t5": T5EncoderModel}.get(model_type, AutoModel)
+        text_encoder = text_class.from_pretrained(path / "text_encoder", dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         return cls(vae, text_encoder, tokenizer, max_text_length, device, torch_dtype)
 
