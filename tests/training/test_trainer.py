@@ -125,3 +125,12 @@ def test_gradient_checkpointing_and_bf16_autocast(tmp_path):
     bf16_losses = bf16.train().losses
     assert bf16_losses == pytest.approx(plain_losses, rel=0.05) and bf16_losses != plain_losses
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32
+
+
+def test_dataloader_workers_give_the_same_run(tmp_path):
+    inline = Trainer(tiny_config(tmp_path / "inline", max_steps=3), dataset=latent_dataset(num_clips=4))
+    workers = Trainer(
+        tiny_config(tmp_path / "workers", max_steps=3, data=dict(num_workers=2)),
+        dataset=latent_dataset(num_clips=4),
+    )
+    assert workers.train().losses == inline.train().losses
