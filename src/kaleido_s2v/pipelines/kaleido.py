@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, DiffusionPipeline
+from diffusers.loaders import WanLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 
@@ -58,7 +59,7 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, guidance_
     return uncond + guidance_scale * (cond - uncond)
 
 
-class KaleidoPipeline(DiffusionPipeline):
+class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     """Reference-to-video generation with Kaleido (Wan2.1 + reference tokens).
 
     Components: transformer (KaleidoTransformer3DModel), vae (AutoencoderKLWan), text_encoder

@@ -64,20 +64,10 @@ def save_lora(model: nn.Module, full_state: dict[str, torch.Tensor], folder: str
 
 
 def load_lora_into_pipeline(pipeline, folder: str | os.PathLike, adapter_name: str = "default") -> None:
-    """Load `folder/pytorch_lora_weights.safetensors` into a pipeline's transformer.
-
-    Uses the pipeline's own `load_lora_weights` when it has one (diffusers' LoRA loader mixins),
-    else the transformer's `load_lora_adapter` (PeftAdapterMixin) with the `transformer.` prefix.
-    """
-    from safetensors.torch import load_file
-
+    """Load `folder/pytorch_lora_weights.safetensors` (or that file itself) with the pipeline's
+    `load_lora_weights` (diffusers' Wan LoRA loader)."""
     path = Path(folder)
     path = path / LORA_WEIGHTS if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"LoRA weights {path} do not exist")
-    if hasattr(pipeline, "load_lora_weights"):
-        pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
-        return
-    pipeline.transformer.load_lora_adapter(
-        load_file(str(path)), prefix="transformer", adapter_name=adapter_name
-    )
+    pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
