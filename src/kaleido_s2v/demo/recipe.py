@@ -43,7 +43,8 @@ class DemoGenerationConfig:
 @dataclass(frozen=True)
 class DemoConfig:
     """The whole demo recipe. stage1/stage2: trainer YAML files (paths in them are relative to the run
-    folder); train_overrides: nested values applied to both stages (the reduced CI config uses it)."""
+    folder); train_overrides: nested values applied to both stages (the reduced CI config uses it),
+    stage2_overrides: applied to stage 2 after them."""
 
     stage1: str
     stage2: str
@@ -52,6 +53,7 @@ class DemoConfig:
     vae: DemoVaeConfig = field(default_factory=DemoVaeConfig)
     generation: DemoGenerationConfig = field(default_factory=DemoGenerationConfig)
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    stage2_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pairing not in ("cross_shot", "naive"):
@@ -95,6 +97,17 @@ def stage_config(yaml_path: str, run_dir: Path, overrides: dict[str, Any]):
     if raw["model"]["init_from"] is not None:
         raw["model"]["init_from"] = str(run_dir / raw["model"]["init_from"])
     return config_from_dict(TrainConfig, raw)
+
+
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict merge: values in `extra` win; mappings merge key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
@@ -223,7 +236,9 @@ def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = Tr
     encoder = load_encoder(encoders, stage1.encoders.max_text_length)
     cache_latents(stage1, encoder, progress)
     train_stage(stage1)
-    stage2 = stage_config(config.stage2, run_dir, config.train_overrides)
+    stage2 = stage_config(
+        config.stage2, run_dir, merge_overrides(config.train_overrides, config.stage2_overrides)
+    )
     if stage2.model.init_from is not None and not Path(stage2.model.init_from).is_dir():
         raise FileNotFoundError(
             f"stage 2 starts from {stage2.model.init_from}, which stage 1 did not write; "
