@@ -26,11 +26,24 @@ def register(subparsers) -> None:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train.set_defaults(func=_train)
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="score the held-out cases for the trained model and its controls (shuffled references, "
+        "untrained model, chance)",
+    )
+    evaluate.add_argument("--config", help=f"the demo recipe YAML the run used (default: {DEFAULT_CONFIG})")
+    evaluate.add_argument("--reduced", action="store_true", help=f"the run used {REDUCED_CONFIG}")
+    evaluate.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    evaluate.set_defaults(func=_eval)
 
-def _train(args: argparse.Namespace) -> int:
+
+def _setup(args: argparse.Namespace):
+    """Threads and the demo config from the shared options."""
     import torch
 
-    from kaleido_s2v.demo.recipe import load_demo_config, run_demo
+    from kaleido_s2v.demo.recipe import load_demo_config
 
     if args.config and args.reduced:
         raise ValueError("pass either --config or --reduced, not both")
@@ -38,7 +51,23 @@ def _train(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    config = load_demo_config(args.config or (REDUCED_CONFIG if args.reduced else DEFAULT_CONFIG))
+    return load_demo_config(args.config or (REDUCED_CONFIG if args.reduced else DEFAULT_CONFIG))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kaleido_s2v.demo.recipe import run_demo
+
+    config = _setup(args)
     pipeline = run_demo(config, args.out, progress=not args.no_progress)
     print(f"demo pipeline: {pipeline}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from kaleido_s2v.demo.evaluate import evaluate_run, format_table
+
+    config = _setup(args)
+    table = evaluate_run(args.out, config, progress=not args.no_progress)
+    print(format_table(table))
+    print(f"motion uniform chance: {table['motion_uniform_chance']:.2f}")
     return 0

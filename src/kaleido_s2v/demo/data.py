@@ -46,6 +46,7 @@ class DemoDataConfig:
     num_frames: int = 9
     fps: float = 8.0
     max_subjects: int = 2
+    heldout_max_subjects: int = 3  # the held-out set covers 1, 2 and 3 subjects
     subject_scale: float = 0.28
     travel: float = 0.9
     variants: tuple[str, ...] = ("cutout", "pose")
@@ -60,7 +61,7 @@ class DemoDataConfig:
         if self.num_train_scenes < 1 or self.num_heldout_scenes < 1:
             raise ValueError("need at least one training and one held-out scene")
 
-    def scene_config(self, seed: int) -> SceneConfig:
+    def scene_config(self, seed: int, heldout: bool = False) -> SceneConfig:
         return SceneConfig(
             width=self.size,
             height=self.size,
@@ -68,7 +69,7 @@ class DemoDataConfig:
             num_shots=self.num_shots,
             frames_per_shot=self.frames_per_shot,
             min_subjects=1,
-            max_subjects=self.max_subjects,
+            max_subjects=self.heldout_max_subjects if heldout else self.max_subjects,
             subject_scale=self.subject_scale,
             travel=self.travel,
             seed=seed,
@@ -108,7 +109,7 @@ def render_scenes(
                 paths.append(video)
                 bar.update()
                 continue
-            frames, truth = render_scene(config.scene_config(seed - 1))
+            frames, truth = render_scene(config.scene_config(seed - 1, heldout))
             if not heldout and {s["label"] for s in truth["subjects"]} & reserved:
                 continue
             truth["name"] = video.stem
@@ -199,13 +200,18 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike) -> Pat
 def write_heldout_cases(export: str | os.PathLike, out: str | os.PathLike) -> Path:
     """A SPEC §9.1 case file over held-out pairs: prompt, references with labels, seed; one line each.
 
-    Reference paths are relative to the case file; ground-truth clips stay in the export folder.
+    One case per held-out scene (its first exported clip), so the chance control, which scores a
+    case on another case's clip, never sees the same cast. Reference paths are relative to the case
+    file; ground-truth clips stay in the export folder as `videos/<id>.mp4`.
     """
     from kaleido_s2v.data.samples import iter_folder
 
     out = Path(out)
     lines = []
-    for index, sample in enumerate(sorted(iter_folder(export), key=lambda s: s.id)):
+    first_per_scene: dict[str, object] = {}
+    for sample in sorted(iter_folder(export), key=lambda s: s.id):
+        first_per_scene.setdefault(sample.meta["source"]["video"], sample)
+    for index, sample in enumerate(first_per_scene.values()):
         references = [
             {"path": os.path.relpath(path, out.parent), "label": subject.get("label", "")}
             for path, subject in zip(sample.references, sample.subjects, strict=False)

@@ -167,8 +167,10 @@ def train_stage(train_config) -> Path:
     return result.export_dir
 
 
-def assemble_pipeline(run_dir: Path, transformer_folder: Path, config: DemoConfig) -> Path:
-    """Save `run_dir/pipeline`: the trained transformer and VAE, MiniLM, the Euler scheduler, defaults."""
+def assemble_pipeline(
+    run_dir: Path, transformer_folder: Path, config: DemoConfig, name: str = "pipeline"
+) -> Path:
+    """Save `run_dir/<name>`: the trained transformer and VAE, MiniLM, the Euler scheduler, defaults."""
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, BertModel
 
@@ -197,7 +199,7 @@ def assemble_pipeline(run_dir: Path, transformer_folder: Path, config: DemoConfi
         negative_prompt=generation.negative_prompt,
         max_references=generation.max_references,
     )
-    folder = run_dir / "pipeline"
+    folder = run_dir / name
     with atomic_path(folder) as temporary:
         pipeline.save_pretrained(temporary)
         if folder.exists():

@@ -1,0 +1,130 @@
+"""Held-out metrics of a demo run against the controls a broken model cannot beat (SPEC §11).
+
+For the held-out cases (`heldout/cases.jsonl`) it generates and scores, with the evaluation module's
+offline backend:
+- `model`: the trained pipeline;
+- `shuffled_references`: the same model given another case's references (scored against the
+  case's own references and prompt);
+- `untrained`: the same architecture at its initial weights (the stage-1 seed), same VAE and text;
+- `ground_truth`: the held-out clips themselves (calibration, not a control);
+and reports `chance`: each case scored on another case's ground-truth clip, plus 1/5 for motion.
+Writes `<run>/eval/<name>/metrics.json` per run and `<run>/eval/summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from kaleido_s2v.atomic import atomic_path, write_json_atomic
+
+FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
+
+
+def shuffled_cases(cases_file: Path, out: Path) -> Path:
+    """The case file with every case given another case's references (a fixed derangement)."""
+    from kaleido_s2v.evaluation.runner import derangement
+
+    cases = [json.loads(line) for line in cases_file.read_text().splitlines() if line.strip()]
+    if len(cases) < 2:
+        raise ValueError(f"{cases_file} has {len(cases)} case(s); the shuffled control needs at least 2")
+    order = derangement(len(cases))
+    lines = []
+    for case, other in zip(cases, order, strict=True):
+        references = [
+            {**r, "path": os.path.relpath(cases_file.parent / r["path"], out.parent)}
+            for r in cases[other]["references"]
+        ]
+        lines.append(json.dumps({**case, "references": references}))
+    with atomic_path(out) as temporary:
+        temporary.write_text("".join(line + "\n" for line in lines))
+    return out
+
+
+def untrained_pipeline(run_dir: Path, config) -> Path:
+    """`<run>/eval/untrained_pipeline`: stage 1's initial transformer with the trained VAE and MiniLM."""
+    from kaleido_s2v.demo.recipe import assemble_pipeline, stage_config
+    from kaleido_s2v.training.trainer import build_transformer
+
+    folder = run_dir / "eval" / "untrained_pipeline"
+    if (folder / "model_index.json").is_file():
+        return folder
+    stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
+    transformer_dir = run_dir / "eval" / "untrained_transformer"
+    with atomic_path(transformer_dir) as temporary:
+        build_transformer(stage1).save_pretrained(temporary)
+    assembled = assemble_pipeline(run_dir, transformer_dir, config, name="eval/untrained_pipeline")
+    shutil.rmtree(transformer_dir)
+    return assembled
+
+
+def _generate(model: Path, cases: Path, out_dir: Path) -> None:
+    from kaleido_s2v.cli import main
+
+    status = main(["generate", "--model", str(model), "--batch", str(cases), "--out-dir", str(out_dir)])
+    if status != 0:
+        raise RuntimeError(f"generating {cases} with {model} failed (exit status {status})")
+
+
+def _figures(summary: dict) -> dict:
+    return {name: summary[name]["mean"] for name in FIGURES} | {
+        "n_subjects": summary["identity_accuracy"]["n"]
+    }
+
+
+def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> dict:
+    """Generate and score the held-out cases for the model and its controls; returns the summary table."""
+    from kaleido_s2v.evaluation.runner import run_eval
+
+    run_dir = Path(run_dir).resolve()
+    cases = run_dir / "heldout" / "cases.jsonl"
+    truth = run_dir / "data" / "heldout" / "export" / "videos"
+    pipeline = run_dir / "pipeline"
+    if not (pipeline / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{pipeline} is not an assembled pipeline; run `kaleido-s2v demo train` first"
+        )
+    eval_dir = run_dir / "eval"
+    shuffled = shuffled_cases(cases, eval_dir / "cases_shuffled_references.jsonl")
+
+    _generate(pipeline, cases, eval_dir / "videos" / "model")
+    _generate(pipeline, shuffled, eval_dir / "videos" / "shuffled_references")
+    _generate(untrained_pipeline(run_dir, config), cases, eval_dir / "videos" / "untrained")
+
+    table = {}
+    runs = {
+        "model": eval_dir / "videos" / "model",
+        "shuffled_references": eval_dir / "videos" / "shuffled_references",
+        "untrained": eval_dir / "videos" / "untrained",
+        "ground_truth": truth,
+    }
+    for name, videos in runs.items():
+        metrics = run_eval(
+            videos,
+            cases,
+            eval_dir / name,
+            controls=name == "model",
+            chance_videos=truth if name == "model" else None,
+            progress=progress,
+            report=name == "model",
+        )
+        table[name] = _figures(metrics["summary"])
+        if name == "model" and metrics["controls"]["chance"] is not None:
+            table["chance"] = _figures(metrics["controls"]["chance"])
+    table["motion_uniform_chance"] = 0.2
+    write_json_atomic(eval_dir / "summary.json", table)
+    return table
+
+
+def format_table(table: dict) -> str:
+    """The summary as a Markdown table (rows: runs and controls; columns: FIGURES)."""
+    header = "| run | " + " | ".join(FIGURES) + " | subjects |"
+    lines = [header, "|" + "---|" * (len(FIGURES) + 2)]
+    for name, row in table.items():
+        if not isinstance(row, dict):
+            continue
+        cells = ["–" if row[f] is None else f"{row[f]:.2f}" for f in FIGURES]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['n_subjects']} |")
+    return "\n".join(lines)
