@@ -108,3 +108,37 @@ def test_unknown_demo_config_key_is_named(tmp_path):
     path.write_text("stage1: a.yaml\nstage2: b.yaml\ndata: {num_train_scenez: 3}\n")
     with pytest.raises(ValueError, match="num_train_scenez"):
         load_demo_config(path)
+
+
+def test_ablation_cells_differ_from_the_baseline_only_in_the_ablated_setting():
+    from dataclasses import replace
+
+    cells = {
+        n: load_demo_config(REPO / "configs" / "demo" / f"ablation_{n}.yaml")
+        for n in ("kaleido", "rope_none", "naive")
+    }
+    baseline = cells["kaleido"]
+    assert replace(cells["naive"], pairing="cross_shot") == baseline and cells["naive"].pairing == "naive"
+    policies = {
+        name: stage_config(cell.stage1, REPO, cell.train_overrides).model.rope_policy
+        for name, cell in cells.items()
+    }
+    assert policies == {"kaleido": "kaleido", "rope_none": "none", "naive": "kaleido"}
+    stage2 = stage_config(cells["rope_none"].stage2, REPO, cells["rope_none"].train_overrides)
+    assert stage2.model.rope_policy == "none"  # stage 2 loads stage 1's weights under the same policy
+
+
+def test_train_seed_changes_only_the_training_seeds(reduced_config):
+    from kaleido_s2v.demo.recipe import merge_overrides, with_train_seed
+
+    seeded = with_train_seed(reduced_config, 7)
+    assert seeded.data == reduced_config.data and seeded.vae == reduced_config.vae
+    stage1 = stage_config(seeded.stage1, REPO, seeded.train_overrides)
+    stage2 = stage_config(
+        seeded.stage2, REPO, merge_overrides(seeded.train_overrides, seeded.stage2_overrides)
+    )
+    assert (stage1.seed, stage2.seed) == (7, 8)
+    assert (
+        stage1.max_steps
+        == stage_config(reduced_config.stage1, REPO, reduced_config.train_overrides).max_steps
+    )

@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     train.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument(
+        "--train-seed",
+        type=int,
+        help="training seed for stage 1 (stage 2 uses it + 1); the data stay the same (ablation repeats)",
+    )
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser(
@@ -51,7 +56,13 @@ def _setup(args: argparse.Namespace):
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    return load_demo_config(args.config or (REDUCED_CONFIG if args.reduced else DEFAULT_CONFIG))
+    config = load_demo_config(args.config or (REDUCED_CONFIG if args.reduced else DEFAULT_CONFIG))
+    seed = getattr(args, "train_seed", None)
+    if seed is not None:
+        from kaleido_s2v.demo.recipe import with_train_seed
+
+        config = with_train_seed(config, seed)
+    return config
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -85,6 +85,17 @@ def load_demo_config(path: str | os.PathLike) -> DemoConfig:
     )
 
 
+def with_train_seed(config: DemoConfig, seed: int) -> DemoConfig:
+    """The same recipe with training seed `seed` for stage 1 and `seed + 1` for stage 2 (data unchanged)."""
+    from dataclasses import replace
+
+    return replace(
+        config,
+        train_overrides=merge_overrides(config.train_overrides, {"seed": seed}),
+        stage2_overrides=merge_overrides(config.stage2_overrides, {"seed": seed + 1}),
+    )
+
+
 def stage_config(yaml_path: str, run_dir: Path, overrides: dict[str, Any]):
     """A stage's TrainConfig with its run-relative paths (output, data, cache, encoders, init_from) under `run_dir`."""
     from kaleido_s2v.training.config import TrainConfig, config_from_dict, config_to_dict, load_config
