@@ -140,18 +140,10 @@ def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
 
 
 def load_encoder(encoders: Path, max_text_length: int):
-    """The trainer's `LatentEncoder` over the demo VAE and MiniLM (its `from_folder` expects UMT5)."""
-    from diffusers import AutoencoderKLWan
-    from transformers import AutoTokenizer, BertModel
-
+    """The trainer's `LatentEncoder` over `encoders/` (the demo VAE and MiniLM)."""
     from kaleido_s2v.training.encoders import LatentEncoder
 
-    return LatentEncoder(
-        AutoencoderKLWan.from_pretrained(encoders / "vae"),
-        BertModel.from_pretrained(encoders / "text_encoder"),
-        AutoTokenizer.from_pretrained(encoders / "tokenizer"),
-        max_text_length=max_text_length,
-    )
+    return LatentEncoder.from_folder(encoders, max_text_length)
 
 
 def cache_latents(train_config, encoder, progress: bool) -> Path:
