@@ -134,3 +134,17 @@ def test_dataloader_workers_give_the_same_run(tmp_path):
         dataset=latent_dataset(num_clips=4),
     )
     assert workers.train().losses == inline.train().losses
+
+
+def test_ema_warms_up_instead_of_holding_the_initial_weights(tmp_path):
+    """After one step the EMA weight is 0.1 init + 0.9 new (decay min(0.999, 1/10)), not 0.999 init."""
+    trainer = Trainer(
+        tiny_config(tmp_path, max_steps=1, ema_decay=0.999), dataset=latent_dataset(num_clips=2)
+    )
+    initial = {name: p.detach().clone() for name, p in trainer.trainable.items()}
+    trainer.train()
+    name, updated = next(
+        (n, p.detach()) for n, p in trainer.trainable.items() if not torch.equal(p, initial[n])
+    )
+    expected = 0.1 * initial[name] + 0.9 * updated
+    assert torch.allclose(trainer.ema[name], expected, atol=1e-6)

@@ -111,6 +111,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16"] = "bf16"
     # "auto" applies SPEC §4's resolution-dependent rule; a number fixes the shift.
     shift: Union[float, Literal["auto"]] = "auto"
+    # EMA of the trainable weights; the decay warms up as min(ema_decay, (1 + step) / (10 + step)).
     ema_decay: float | None = None
     checkpoint_every: int = 500
     keep_checkpoints: int = 2

@@ -319,7 +319,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.config.ema_decay
+        # Warm-up as diffusers' EMAModel: early averages do not stay stuck at the initial weights
+        # (with 0.998 and no warm-up, 300 steps left 55% of the initialisation in the average).
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
         for name, parameter in self.trainable.items():
             self.ema[name].lerp_(parameter.detach(), 1 - decay)
 
