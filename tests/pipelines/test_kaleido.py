@@ -69,6 +69,27 @@ def test_guidance_combines_both_branches_of_one_forward_by_the_formula(pipe, ref
     torch.testing.assert_close(latents, expected, atol=1e-6, rtol=0)
 
 
+def test_text_length_comes_from_the_generation_config(pipe, reference_files):
+    import dataclasses
+
+    recorder = _Recorder(pipe.transformer)
+    original = pipe.generation_config
+    try:
+        pipe.generation_config = dataclasses.replace(original, max_sequence_length=7)
+        _generate(pipe, reference_files, guidance_scale=1.0, num_inference_steps=1, output_type="latent")
+        _generate(
+            pipe,
+            reference_files,
+            guidance_scale=1.0,
+            num_inference_steps=1,
+            output_type="latent",
+            max_sequence_length=9,
+        )
+    finally:
+        pipe.generation_config = original
+    assert [call["encoder_hidden_states"].shape[1] for call in recorder.calls] == [7, 9]
+
+
 def test_batched_branches_equal_separate_forwards(pipe, reference_files):
     recorder = _Recorder(pipe.transformer)
     _generate(pipe, reference_files, guidance_scale=4.0, num_inference_steps=1, output_type="latent")

@@ -33,6 +33,7 @@ class GenerationConfig:
     """Defaults for one model; CLI flags and call arguments override them.
 
     reference_size: (height, width) references are letterboxed to; None means the video size.
+    max_sequence_length: text tokens per prompt, as the model was trained.
     scheduler: "kaleido_euler" (SPEC §5, the release) or "wan_unipc" (Wan2.1 T2V's own sampler).
     """
 
@@ -47,6 +48,8 @@ class GenerationConfig:
     max_references: int = 3
     reference_size: tuple[int, int] | None = None
     scheduler: str = "kaleido_euler"
+    # Text tokens the prompt is padded to (umt5-xxl: 512); a model trained with shorter text sets it.
+    max_sequence_length: int = 512
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULER_PRESETS:

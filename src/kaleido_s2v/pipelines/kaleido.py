@@ -357,7 +357,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         attention_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
-        max_sequence_length: int = 512,
+        max_sequence_length: int | None = None,
         reference_size: tuple[int, int] | None = None,
     ) -> KaleidoPipelineOutput | tuple:
         """Generate one video of the subjects in `reference_images` doing what `prompt` says.
@@ -378,6 +378,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         )
         guidance_scale = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
+        max_sequence_length = max_sequence_length or defaults.max_sequence_length
         reference_size = tuple(reference_size or defaults.reference_size or (height, width))
         tensor_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
         if hasattr(callback_on_step_end, "tensor_inputs"):
