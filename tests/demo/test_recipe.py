@@ -26,6 +26,9 @@ def test_reduced_run_assembles_a_pipeline_that_generates_an_mp4_with_two_referen
     assert pipeline.vae.config.z_dim == 4 and pipeline.vae_scale_factor_spatial == 4
     defaults = json.loads((pipeline_dir / "generation_config.json").read_text())
     assert (defaults["height"], defaults["width"], defaults["num_frames"]) == (64, 64, 9)
+    # prompts are padded to the text length the caches and both stages used, not the default 512
+    stage1 = json.loads((run_dir / "stage1" / "config.json").read_text())
+    assert defaults["max_sequence_length"] == stage1["encoders"]["max_text_length"] < 512
 
     out = tmp_path / "demo.mp4"
     status = main(
@@ -44,6 +47,8 @@ def test_reduced_run_assembles_a_pipeline_that_generates_an_mp4_with_two_referen
         ]
     )
     assert status == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["max_sequence_length"] == defaults["max_sequence_length"]
     info = probe_video(out)
     assert (info.num_frames, info.height, info.width) == (defaults["num_frames"], 64, 64)
     frames, _ = read_video(out)
@@ -142,3 +147,14 @@ def test_train_seed_changes_only_the_training_seeds(reduced_config):
         stage1.max_steps
         == stage_config(reduced_config.stage1, REPO, reduced_config.train_overrides).max_steps
     )
+
+
+def test_stages_with_different_text_lengths_are_refused(reduced_config, tmp_path):
+    from dataclasses import replace
+
+    from kaleido_s2v.demo.recipe import text_length
+
+    assert text_length(reduced_config, tmp_path) <= 64  # short captions, short padding
+    mismatched = replace(reduced_config, stage2_overrides={"encoders": {"max_text_length": 512}})
+    with pytest.raises(ValueError, match="max_text_length differs"):
+        text_length(mismatched, tmp_path)

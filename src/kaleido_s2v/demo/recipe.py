@@ -170,10 +170,29 @@ def train_stage(train_config) -> Path:
     return result.export_dir
 
 
+def text_length(config: DemoConfig, run_dir: Path) -> int:
+    """The prompt length in tokens that caching, both stages and the assembled pipeline share.
+
+    The trainer zero-pads text states to `encoders.max_text_length` and the pipeline pads prompts to
+    its generation_config's `max_sequence_length`; a model sees different inputs when they differ."""
+    stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
+    stage2 = stage_config(
+        config.stage2, run_dir, merge_overrides(config.train_overrides, config.stage2_overrides)
+    )
+    if stage1.encoders.max_text_length != stage2.encoders.max_text_length:
+        raise ValueError(
+            f"encoders.max_text_length differs between stage 1 ({stage1.encoders.max_text_length}, "
+            f"{config.stage1}) and stage 2 ({stage2.encoders.max_text_length}, {config.stage2}); "
+            "the demo model is trained and sampled with one text length"
+        )
+    return stage1.encoders.max_text_length
+
+
 def assemble_pipeline(
     run_dir: Path, transformer_folder: Path, config: DemoConfig, name: str = "pipeline"
 ) -> Path:
-    """Save `run_dir/<name>`: the trained transformer and VAE, MiniLM, the Euler scheduler, defaults."""
+    """Save `run_dir/<name>`: the trained transformer and VAE, MiniLM, the Euler scheduler, defaults
+    (prompts padded to the text length the stages were trained with)."""
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, BertModel
 
@@ -201,6 +220,7 @@ def assemble_pipeline(
         shift=generation.shift,
         negative_prompt=generation.negative_prompt,
         max_references=generation.max_references,
+        max_sequence_length=text_length(config, run_dir),
     )
     folder = run_dir / name
     with atomic_path(folder) as temporary:
@@ -238,7 +258,7 @@ def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = Tr
 
     # 3. Stage 1 pre-training on every pair, stage 2 SFT on the clean ones (fresh optimizer).
     stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
-    encoder = load_encoder(encoders, stage1.encoders.max_text_length)
+    encoder = load_encoder(encoders, text_length(config, run_dir))
     cache_latents(stage1, encoder, progress)
     train_stage(stage1)
     stage2 = stage_config(

@@ -28,8 +28,10 @@ class DemoVaeConfig:
     num_res_blocks: int = 1
     temporal_downsample: tuple[bool, ...] = (False, True)
     steps: int = 600
-    batch_size: int = 4
+    batch_size: int = 4  # clips per clip step (even steps)
+    image_batch_size: int | None = None  # images per image step (odd steps); None: batch_size
     lr: float = 1e-3
+    decay_fraction: float = 0.2  # the learning rate falls linearly to 0 over this last fraction of steps
     kl_weight: float = 1e-6
     checkpoint_every: int = 100
     seed: int = 0
@@ -40,6 +42,13 @@ class DemoVaeConfig:
                 f"temporal_downsample needs one entry per down-sampling ({len(self.dim_mult) - 1} for "
                 f"dim_mult {self.dim_mult}), got {self.temporal_downsample}"
             )
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of step `step` (0-based): constant, then a linear decay to 0 at `steps`."""
+        decay_steps = self.decay_fraction * self.steps
+        if decay_steps <= 0:
+            return self.lr
+        return self.lr * min(1.0, (self.steps - step) / decay_steps)
 
     @property
     def scale_factor_spatial(self) -> int:
@@ -96,10 +105,20 @@ def _to_unit(array: np.ndarray) -> torch.Tensor:
 
 
 def _batch(clips: np.ndarray, references: np.ndarray, step: int, config: DemoVaeConfig) -> torch.Tensor:
-    """Even steps: a batch of clips; odd steps: a batch of references. Drawn from (seed, step) only."""
+    """Even steps: `batch_size` clips; odd steps: `image_batch_size` single images, half references
+    and half random frames of clips (per frame an image costs about what a clip frame costs, and a
+    batch of distinct images teaches spatial detail faster). Drawn from (seed, step) only."""
     rng = np.random.default_rng([config.seed, step])
-    pool = clips if step % 2 == 0 or not len(references) else references
-    chosen = pool[rng.integers(0, len(pool), config.batch_size)]
+    if step % 2 == 0:
+        chosen = clips[rng.integers(0, len(clips), config.batch_size)]
+    else:
+        size = config.image_batch_size or config.batch_size
+        n_references = size // 2 if len(references) else 0
+        count = size - n_references
+        frames = clips[rng.integers(0, len(clips), count), rng.integers(0, clips.shape[1], count)]
+        chosen = frames
+        if n_references:
+            chosen = np.concatenate([references[rng.integers(0, len(references), n_references)], frames])
     if rng.random() < 0.5:
         chosen = chosen[..., ::-1, :]  # horizontal flip (W is the second-last axis)
     return _to_unit(np.ascontiguousarray(chosen))
@@ -139,6 +158,8 @@ def train_vae(
     log = out_dir / "metrics.jsonl"
     bar = tqdm(total=config.steps, initial=step, desc="vae", disable=not progress)
     while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate(step)
         pixels = _batch(clips, references, step, config)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         posterior = vae.encode(pixels).latent_dist

@@ -184,7 +184,7 @@ def resolve_parameters(
         **pipeline.describe(),  # scheduler preset and shift, as the scheduler applies them
         "dtype": model.dtype,
         "device": model.device,
-        "max_sequence_length": 512,
+        "max_sequence_length": config.max_sequence_length,  # as the model was trained
         "kaleido_s2v_version": __version__,
     }
 
