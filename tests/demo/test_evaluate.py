@@ -40,13 +40,14 @@ def test_evaluate_run_scores_model_controls_and_calibration(reduced_run, reduced
         "shuffled_references",
         "untrained",
         "ground_truth",
+        "vae_reconstruction",
         "motion_uniform_chance",
     }
     # the ground-truth clips are found and move as captioned: the scoring is calibrated
     assert (
         table["ground_truth"]["identity_accuracy"] == 1.0 and table["ground_truth"]["motion_accuracy"] == 1.0
     )
-    for name in ("model", "shuffled_references", "untrained"):
+    for name in ("model", "shuffled_references", "untrained", "vae_reconstruction"):
         assert table[name]["n_subjects"] == table["ground_truth"]["n_subjects"] > 0
         assert (run_dir / "eval" / "videos" / name).is_dir()
     assert json.loads((run_dir / "eval" / "summary.json").read_text()) == table

@@ -7,6 +7,8 @@ offline backend:
   case's own references and prompt);
 - `untrained`: the same architecture at its initial weights (the stage-1 seed), same VAE and text;
 - `ground_truth`: the held-out clips themselves (calibration, not a control);
+- `vae_reconstruction`: the held-out clips encoded and decoded by the model's VAE (the ceiling any
+  transformer on these latents can reach; a VAE that loses the subjects caps every figure);
 and reports `chance`: each case scored on another case's ground-truth clip, plus 1/5 for motion.
 Writes `<run>/eval/<name>/metrics.json` per run and `<run>/eval/summary.json`.
 """
@@ -60,6 +62,31 @@ def untrained_pipeline(run_dir: Path, config) -> Path:
     return assembled
 
 
+def vae_reconstructions(pipeline: Path, truth: Path, out_dir: Path) -> Path:
+    """`out_dir/<name>.mp4`: each held-out clip in `truth` through the pipeline's VAE (posterior mean)."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from kaleido_s2v.pipelines.outputs import save_frames
+    from kaleido_s2v.video_io import read_video
+
+    vae = AutoencoderKLWan.from_pretrained(pipeline / "vae").eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for clip in sorted(truth.glob("*.mp4")):
+        target = out_dir / clip.name
+        if target.is_file():
+            continue
+        frames, fps = read_video(clip)
+        pixels = torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+        decoded = (decoded[0].permute(1, 2, 3, 0).numpy() + 1.0) * 127.5
+        with atomic_path(target) as temporary:
+            save_frames(np.round(decoded).astype(np.uint8), temporary, fps=fps)
+    return out_dir
+
+
 def _generate(model: Path, cases: Path, out_dir: Path) -> None:
     from kaleido_s2v.cli import main
 
@@ -92,6 +119,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
     _generate(pipeline, cases, eval_dir / "videos" / "model")
     _generate(pipeline, shuffled, eval_dir / "videos" / "shuffled_references")
     _generate(untrained_pipeline(run_dir, config), cases, eval_dir / "videos" / "untrained")
+    vae_reconstructions(pipeline, truth, eval_dir / "videos" / "vae_reconstruction")
 
     table = {}
     runs = {
@@ -99,6 +127,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
         "shuffled_references": eval_dir / "videos" / "shuffled_references",
         "untrained": eval_dir / "videos" / "untrained",
         "ground_truth": truth,
+        "vae_reconstruction": eval_dir / "videos" / "vae_reconstruction",
     }
     for name, videos in runs.items():
         metrics = run_eval(
