@@ -2,21 +2,9 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-TINY_CONFIG = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=12,
-    in_channels=16,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=32,
-    ffn_dim=48,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=128,
-)
+from tiny_components import TINY_TRANSFORMER_CONFIG
+
+TINY_CONFIG = TINY_TRANSFORMER_CONFIG  # the project's shared tiny transformer
 
 
 @pytest.fixture(scope="session")
