@@ -65,6 +65,19 @@ def test_bad_config_is_a_clear_error():
         SceneConfig(width=63)
     with pytest.raises(ValueError, match="subset of"):
         SceneConfig(motions=("sideways",))
+    with pytest.raises(ValueError, match="at least two of"):
+        SceneConfig(backgrounds=("brick wall",))
+    with pytest.raises(ValueError, match="at least two of"):
+        SceneConfig(backgrounds=("grey grid", "marble"))
+
+
+def test_scenes_draw_only_the_configured_backgrounds():
+    allowed = ("sand gradient", "dark tiles")
+    for seed in range(6):
+        _, truth = render_scene(SceneConfig(seed=seed, backgrounds=allowed))
+        names = [shot["background"] for shot in truth["shots"]]
+        assert set(names) <= set(allowed)
+        assert all(a != b for a, b in zip(names, names[1:]))  # consecutive shots differ
 
 
 def test_camera_pan_scrolls_the_background_only():

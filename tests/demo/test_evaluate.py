@@ -53,3 +53,34 @@ def test_evaluate_run_scores_model_controls_and_calibration(reduced_run, reduced
     assert json.loads((run_dir / "eval" / "summary.json").read_text()) == table
     text = format_table(table)
     assert all(figure in text for figure in FIGURES) and "| untrained |" in text
+    # the strip: per case a row of (references, generated frames) and one of (references, truth)
+    from PIL import Image
+
+    cases = [json.loads(line) for line in (run_dir / "heldout" / "cases.jsonl").read_text().splitlines()]
+    with Image.open(run_dir / "eval" / "strip.png") as strip:
+        width, height = strip.size
+    slots = max(len(c["references"]) for c in cases)
+    assert width == 2 * ((slots + 9) * 64 + 4)  # 64x64 cells, a 4-pixel gap, drawn at 2x
+    assert height == 2 * (len(cases[:4]) * 2 * 64 + (len(cases[:4]) - 1) * 4)
+
+
+def test_ablation_table_gives_mean_and_spread_over_seeds(tmp_path):
+    from kaleido_s2v.demo.evaluate import ablation_table, format_ablation_table
+
+    def run(name, identity, motion):
+        folder = tmp_path / name
+        (folder / "eval").mkdir(parents=True)
+        row = dict.fromkeys(FIGURES, 0.0) | {"identity_accuracy": identity, "motion_accuracy": motion}
+        (folder / "eval" / "summary.json").write_text(json.dumps({"model": row | {"decoupling": None}}))
+        return folder
+
+    table = ablation_table(
+        {"kaleido": [run("a", 0.5, 0.2), run("b", 0.7, 0.4)], "none": [run("c", 0.1, 0.3)]}
+    )
+    assert table["kaleido"]["runs"] == 2
+    assert table["kaleido"]["identity_accuracy"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
+    assert table["none"]["motion_accuracy"] == {"mean": 0.3, "min": 0.3, "max": 0.3}
+    assert table["kaleido"]["decoupling"] is None
+    assert "| kaleido | 2 | 0.60 (0.50–0.70)" in format_ablation_table(table)
+    with pytest.raises(FileNotFoundError, match="demo eval"):
+        ablation_table({"missing": [tmp_path / "nowhere"]})

@@ -22,8 +22,8 @@ def test_reduced_run_assembles_a_pipeline_that_generates_an_mp4_with_two_referen
     run_dir, pipeline_dir = reduced_run
     pipeline = KaleidoPipeline.from_pretrained(pipeline_dir)
     assert type(pipeline.text_encoder).__name__ == "BertModel"
-    assert pipeline.transformer.config.text_dim == 384 and pipeline.transformer.config.in_channels == 4
-    assert pipeline.vae.config.z_dim == 4 and pipeline.vae_scale_factor_spatial == 4
+    assert pipeline.transformer.config.text_dim == 384 and pipeline.transformer.config.in_channels == 16
+    assert pipeline.vae.config.z_dim == 16 and pipeline.vae_scale_factor_spatial == 4
     defaults = json.loads((pipeline_dir / "generation_config.json").read_text())
     assert (defaults["height"], defaults["width"], defaults["num_frames"]) == (64, 64, 9)
     # prompts are padded to the text length the caches and both stages used, not the default 512

@@ -10,7 +10,7 @@ import torch
 
 from kaleido_s2v.demo.vae import DemoVaeConfig, build_demo_vae, train_vae
 
-SMALL = DemoVaeConfig(base_dim=8, steps=2, batch_size=2, checkpoint_every=1)
+SMALL = DemoVaeConfig(base_dim=8, z_dim=4, steps=2, batch_size=2, checkpoint_every=1)
 
 
 def test_demo_vae_compresses_64px_frames_to_16x16x4_and_time_by_two():

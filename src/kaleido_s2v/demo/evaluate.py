@@ -10,7 +10,8 @@ offline backend:
 - `vae_reconstruction`: the held-out clips encoded and decoded by the model's VAE (the ceiling any
   transformer on these latents can reach; a VAE that loses the subjects caps every figure);
 and reports `chance`: each case scored on another case's ground-truth clip, plus 1/5 for motion.
-Writes `<run>/eval/<name>/metrics.json` per run and `<run>/eval/summary.json`.
+Writes `<run>/eval/<name>/metrics.json` per run, `<run>/eval/summary.json` and `<run>/eval/strip.png`
+(the first held-out cases: references, generated frames, and the ground truth underneath).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.demo.strip import write_strip
 
 FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
 
@@ -144,6 +146,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
             table["chance"] = _figures(metrics["controls"]["chance"])
     table["motion_uniform_chance"] = 0.2
     write_json_atomic(eval_dir / "summary.json", table)
+    write_strip(cases, runs["model"], eval_dir / "strip.png", truth=truth)
     return table
 
 
@@ -156,4 +159,46 @@ def format_table(table: dict) -> str:
             continue
         cells = ["–" if row[f] is None else f"{row[f]:.2f}" for f in FIGURES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['n_subjects']} |")
+    return "\n".join(lines)
+
+
+ABLATION_FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
+
+
+def ablation_table(cells: dict[str, list[str | os.PathLike]]) -> dict:
+    """Per cell, the mean, min and max over its runs (one per training seed) of each figure of the
+    `model` row of `<run>/eval/summary.json`, plus the seeds' count."""
+    import numpy as np
+
+    table = {}
+    for cell, runs in cells.items():
+        rows = []
+        for run in runs:
+            summary = Path(run) / "eval" / "summary.json"
+            if not summary.is_file():
+                raise FileNotFoundError(f"{summary} is missing; run `kaleido-s2v demo eval` for {run} first")
+            rows.append(json.loads(summary.read_text())["model"])
+        table[cell] = {"runs": len(rows)}
+        for figure in ABLATION_FIGURES:
+            values = [row[figure] for row in rows if row[figure] is not None]
+            table[cell][figure] = (
+                {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
+                if values
+                else None
+            )
+    return table
+
+
+def format_ablation_table(table: dict) -> str:
+    """Markdown: one row per cell, `mean (min–max)` per figure."""
+    lines = [
+        "| cell | runs | " + " | ".join(ABLATION_FIGURES) + " |",
+        "|" + "---|" * (len(ABLATION_FIGURES) + 2),
+    ]
+    for cell, row in table.items():
+        cells = [
+            "–" if row[f] is None else f"{row[f]['mean']:.2f} ({row[f]['min']:.2f}–{row[f]['max']:.2f})"
+            for f in ABLATION_FIGURES
+        ]
+        lines.append(f"| {cell} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

