@@ -5,6 +5,8 @@
 #   scripts/train_demo.sh [RUN_DIR] [CONFIG]     (defaults: runs/demo, configs/demo/demo.yaml)
 #   THREADS=1 scripts/train_demo.sh runs/demo-gate configs/demo/gate.yaml
 #
+# Then `kaleido-s2v demo bundle --out RUN_DIR --config CONFIG` makes it the package's bundled model.
+#
 # Run from the repository root. In the background, record the PID of this script's process group
 # so the whole run can be stopped with `kill -- -PID`:
 #   setsid scripts/train_demo.sh > runs/demo.log 2>&1 & echo $! > runs/demo.pid
