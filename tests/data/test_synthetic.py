@@ -77,7 +77,7 @@ def test_scenes_draw_only_the_configured_backgrounds():
         _, truth = render_scene(SceneConfig(seed=seed, backgrounds=allowed))
         names = [shot["background"] for shot in truth["shots"]]
         assert set(names) <= set(allowed)
-        assert all(a != b for a, b in zip(names, names[1:]))  # consecutive shots differ
+        assert all(a != b for a, b in zip(names[:-1], names[1:], strict=True))  # consecutive shots differ
 
 
 def test_camera_pan_scrolls_the_background_only():
