@@ -18,6 +18,7 @@ from kaleido_s2v.demo.data import (
     example_name,
     example_reference,
     image_digest,
+    select_clean_pairs,
     training_overlap,
 )
 
@@ -103,6 +104,12 @@ def test_naive_pairs_are_crops_of_the_target_clip_with_background(reduced_run, t
             pixels = np.asarray(image)
             # a crop with its background is not mostly white, unlike a cut-out (no white backgrounds)
             assert (pixels.min(axis=-1) > 240).mean() < 0.5
+    # stage 2 of the naive cell fine-tunes on naive pairs; none of them is a cut-out pair
+    assert len(list(iter_folder(select_clean_pairs(export, tmp_path / "sft", variant="naive")))) == len(
+        samples
+    )
+    with pytest.raises(RuntimeError, match="only 'cutout' references"):
+        select_clean_pairs(export, tmp_path / "sft_cutout")
 
 
 def test_short_shots_are_refused_with_the_minimum():

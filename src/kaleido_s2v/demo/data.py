@@ -172,8 +172,9 @@ def build_pairs(
     return Path(summary.run_dir) / pipeline.export.folder
 
 
-def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Copy the cleanest pairs (every reference a `cutout`, SPEC §9.2 variants) to a folder for stage 2.
+def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, variant: str = "cutout") -> Path:
+    """Copy the cleanest pairs (every reference of `variant`: `cutout` for cross-shot pairs, SPEC §9.2;
+    the naive ablation's pairs are all `naive`) to a folder for stage 2.
 
     Resumable and idempotent: the folder is rebuilt under a temporary name and renamed.
     """
@@ -183,10 +184,10 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike) -> Pat
     chosen = [
         sample
         for sample in iter_folder(export)
-        if sample.subjects and all(s.get("variant") == "cutout" for s in sample.subjects)
+        if sample.subjects and all(s.get("variant") == variant for s in sample.subjects)
     ]
     if not chosen:
-        raise RuntimeError(f"no pair in {export} has only cut-out references; stage 2 would have no data")
+        raise RuntimeError(f"no pair in {export} has only {variant!r} references; stage 2 would have no data")
     with atomic_path(out) as temporary:
         for sample in chosen:
             for part in ("videos", "labels", "meta"):

@@ -250,7 +250,9 @@ def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = Tr
     )
     write_heldout_cases(heldout, run_dir / "heldout" / "cases.jsonl")
     if not (run_dir / "data" / "sft").is_dir():
-        select_clean_pairs(export, run_dir / "data" / "sft")
+        select_clean_pairs(
+            export, run_dir / "data" / "sft", variant="naive" if config.pairing == "naive" else "cutout"
+        )
 
     # 2. The VAE, then the encoders folder the caches are built with.
     vae_folder = train_vae(export, run_dir / "vae_train", config.vae, config.data.size, progress=progress)
