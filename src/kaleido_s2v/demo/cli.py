@@ -108,6 +108,8 @@ def _eval(args: argparse.Namespace) -> int:
     table = evaluate_run(args.out, config, progress=not args.no_progress)
     print(format_table(table))
     print(f"motion uniform chance: {table['motion_uniform_chance']:.2f}")
+    print("\nreferences with a background other than the prompt's (leakage):")
+    print(format_table(table["background_references"]))
     return 0
 
 

@@ -229,6 +229,75 @@ def write_heldout_cases(export: str | os.PathLike, out: str | os.PathLike) -> Pa
     return out
 
 
+def write_background_cases(
+    cases_file: str | os.PathLike, export: str | os.PathLike, scenes: str | os.PathLike, out: str | os.PathLike
+) -> Path:
+    """The held-out cases again, each reference now a box crop *with its background* from another
+    shot whose background differs from the target shot's (the leakage test set).
+
+    Same ids, prompts and seeds as `cases_file`; crops use the references stage's padding, so a
+    naive-pairs model sees references shaped like its training ones, only with a background the
+    prompt does not ask for. A model that copies the reference's background scores low decoupling.
+    Cases with a subject that never appears on another background are left out. The sibling
+    `<out>.json` lists the left-out cases and, per case, each reference's source shot, frame and
+    background. References go to `<out dir>/background_references/<case id>/refN.png`.
+    """
+    from PIL import Image
+
+    from kaleido_s2v.data.stages.references import ReferencesConfig, padded_box
+    from kaleido_s2v.video_io import read_video
+
+    cases_file, export, scenes, out = Path(cases_file), Path(export), Path(scenes), Path(out)
+    padding = ReferencesConfig().padding
+    cases = [json.loads(line) for line in cases_file.read_text().splitlines() if line.strip()]
+    references_dir = out.parent / "background_references"
+    lines, left_out, sources = [], [], {}
+    for case in cases:
+        meta = json.loads((export / "meta" / f"{case['id']}.json").read_text())
+        scene_name = meta["source"]["video"].rsplit("-", 1)[0]
+        scene = json.loads((scenes / f"{scene_name}.json").read_text())
+        target = scene["shots"][meta["source"]["shot"]]
+        crops = []
+        for reference in case["references"]:
+            crop = _crop_on_other_background(scene, target, reference["label"])
+            if crop is None:
+                break
+            crops.append(crop)
+        if len(crops) != len(case["references"]):
+            left_out.append(case["id"])
+            continue
+        frames, _ = read_video(scenes / f"{scene_name}.mp4")  # (F, H, W, 3)
+        references, sources[case["id"]] = [], []
+        for index, ((shot, frame, box), reference) in enumerate(zip(crops, case["references"], strict=True), 1):
+            x0, y0, x1, y1 = padded_box(box, padding, *frames.shape[1:3])
+            path = references_dir / case["id"] / f"ref{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as temporary:
+                Image.fromarray(np.ascontiguousarray(frames[frame, y0:y1, x0:x1])).save(temporary, format="PNG")
+            references.append({"path": os.path.relpath(path, out.parent), "label": reference["label"]})
+            sources[case["id"]].append({"shot": shot["index"], "frame": frame, "background": shot["background"]})
+        lines.append(json.dumps({**case, "references": references}))
+    if not lines:
+        raise RuntimeError(f"no case of {cases_file} has every subject on another background in {scenes}")
+    with atomic_path(out) as temporary:
+        temporary.write_text("".join(line + "\n" for line in lines))
+    write_json_atomic(out.with_suffix(".json"), {"cases": len(lines), "left_out": left_out, "sources": sources})
+    return out
+
+
+def _crop_on_other_background(scene: dict, target: dict, label: str) -> tuple[dict, int, list[float]] | None:
+    """(shot, absolute frame index, subject box) of `label` mid-shot in the first other shot of
+    `scene` whose background differs from `target`'s; None when there is none."""
+    for shot in scene["shots"]:
+        if shot["index"] == target["index"] or shot["background"] == target["background"]:
+            continue
+        for subject in shot["subjects"]:
+            if subject["label"] == label:
+                middle = len(subject["boxes"]) // 2
+                return shot, shot["start"] + middle, subject["boxes"][middle]
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ examples
 
 

@@ -10,8 +10,15 @@ offline backend:
 - `vae_reconstruction`: the held-out clips encoded and decoded by the model's VAE (the ceiling any
   transformer on these latents can reach; a VAE that loses the subjects caps every figure);
 and reports `chance`: each case scored on another case's ground-truth clip, plus 1/5 for motion.
-Writes `<run>/eval/<name>/metrics.json` per run, `<run>/eval/summary.json` and `<run>/eval/strip.png`
-(the first held-out cases: references, generated frames, and the ground truth underneath).
+
+The held-out references are cut-outs on white, which leaves nothing to leak. Background leakage is
+measured on a second case file (`heldout/cases_background.jsonl`, see `write_background_cases`):
+the same cases with references cropped together with a background other than the prompt's. Its
+`model`, `ground_truth` and `chance` rows go under `background_references` in the summary.
+
+Writes `<run>/eval/<name>/metrics.json` per run, `<run>/eval/summary.json`, `<run>/eval/strip.png`
+(the first held-out cases: references, generated frames, and the ground truth underneath) and
+`<run>/eval/strip_background.png` (the same for the background references).
 """
 
 from __future__ import annotations
@@ -99,8 +106,50 @@ def _generate(model: Path, cases: Path, out_dir: Path) -> None:
 
 def _figures(summary: dict) -> dict:
     return {name: summary[name]["mean"] for name in FIGURES} | {
-        "n_subjects": summary["identity_accuracy"]["n"]
+        "n_subjects": summary["identity_accuracy"]["n"],
+        "n_decoupling": summary["decoupling"]["n"],
     }
+
+
+def background_reference_cases(run_dir: Path) -> Path:
+    """`<run>/heldout/cases_background.jsonl`, written from the held-out cases when missing."""
+    from kaleido_s2v.demo.data import write_background_cases
+
+    out = run_dir / "heldout" / "cases_background.jsonl"
+    if out.is_file():
+        return out
+    return write_background_cases(
+        run_dir / "heldout" / "cases.jsonl",
+        run_dir / "data" / "heldout" / "export",
+        run_dir / "scenes" / "heldout",
+        out,
+    )
+
+
+def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, progress: bool) -> dict:
+    """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
+    from kaleido_s2v.evaluation.runner import run_eval
+
+    cases = background_reference_cases(run_dir)
+    eval_dir = run_dir / "eval" / "background_references"
+    videos = eval_dir / "videos" / "model"
+    _generate(pipeline, cases, videos)
+    rows = {}
+    for name, source in {"model": videos, "ground_truth": truth}.items():
+        metrics = run_eval(
+            source,
+            cases,
+            eval_dir / name,
+            controls=name == "model",
+            chance_videos=truth if name == "model" else None,
+            progress=progress,
+            report=name == "model",
+        )
+        rows[name] = _figures(metrics["summary"])
+        if name == "model" and metrics["controls"]["chance"] is not None:
+            rows["chance"] = _figures(metrics["controls"]["chance"])
+    write_strip(cases, videos, run_dir / "eval" / "strip_background.png", truth=truth)
+    return rows
 
 
 def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> dict:
@@ -145,6 +194,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
         if name == "model" and metrics["controls"]["chance"] is not None:
             table["chance"] = _figures(metrics["controls"]["chance"])
     table["motion_uniform_chance"] = 0.2
+    table["background_references"] = _evaluate_background_references(run_dir, pipeline, truth, progress)
     write_json_atomic(eval_dir / "summary.json", table)
     write_strip(cases, runs["model"], eval_dir / "strip.png", truth=truth)
     return table
@@ -155,31 +205,50 @@ def format_table(table: dict) -> str:
     header = "| run | " + " | ".join(FIGURES) + " | subjects |"
     lines = [header, "|" + "---|" * (len(FIGURES) + 2)]
     for name, row in table.items():
-        if not isinstance(row, dict):
+        if not isinstance(row, dict) or name == "background_references":
             continue
         cells = ["–" if row[f] is None else f"{row[f]:.2f}" for f in FIGURES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['n_subjects']} |")
     return "\n".join(lines)
 
 
-ABLATION_FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
+# (figure, its name in the table): identity, swaps and motion on the held-out cases (cut-out
+# references); decoupling and copy-paste on the background-reference cases, the only ones with a
+# background that can leak.
+ABLATION_COLUMNS = (
+    ("identity_accuracy", "identity_accuracy"),
+    ("attribute_swap_rate", "attribute_swap_rate"),
+    ("motion_accuracy", "motion_accuracy"),
+    ("decoupling", "decoupling (background refs)"),
+    ("copy_paste", "copy_paste (background refs)"),
+)
+LEAKAGE_FIGURES = ("decoupling", "copy_paste")
+
+
+def _ablation_row(run: str | os.PathLike) -> dict:
+    summary_file = Path(run) / "eval" / "summary.json"
+    if not summary_file.is_file():
+        raise FileNotFoundError(f"{summary_file} is missing; run `kaleido-s2v demo eval` for {run} first")
+    summary = json.loads(summary_file.read_text())
+    if "background_references" not in summary:
+        raise ValueError(
+            f"{summary_file} has no background-reference rows; rerun `kaleido-s2v demo eval` for {run} "
+            "(finished generations are reused)"
+        )
+    leakage = summary["background_references"]["model"]
+    return {f: (leakage if f in LEAKAGE_FIGURES else summary["model"])[f] for f, _ in ABLATION_COLUMNS}
 
 
 def ablation_table(cells: dict[str, list[str | os.PathLike]]) -> dict:
-    """Per cell, the mean, min and max over its runs (one per training seed) of each figure of the
-    `model` row of `<run>/eval/summary.json`, plus the seeds' count."""
+    """Per cell, the mean, min and max over its runs (one per training seed) of each figure of
+    `ABLATION_COLUMNS` (from the `model` rows of `<run>/eval/summary.json`), plus the seeds' count."""
     import numpy as np
 
     table = {}
     for cell, runs in cells.items():
-        rows = []
-        for run in runs:
-            summary = Path(run) / "eval" / "summary.json"
-            if not summary.is_file():
-                raise FileNotFoundError(f"{summary} is missing; run `kaleido-s2v demo eval` for {run} first")
-            rows.append(json.loads(summary.read_text())["model"])
+        rows = [_ablation_row(run) for run in runs]
         table[cell] = {"runs": len(rows)}
-        for figure in ABLATION_FIGURES:
+        for figure, _ in ABLATION_COLUMNS:
             values = [row[figure] for row in rows if row[figure] is not None]
             table[cell][figure] = (
                 {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
@@ -192,13 +261,13 @@ def ablation_table(cells: dict[str, list[str | os.PathLike]]) -> dict:
 def format_ablation_table(table: dict) -> str:
     """Markdown: one row per cell, `mean (min–max)` per figure."""
     lines = [
-        "| cell | runs | " + " | ".join(ABLATION_FIGURES) + " |",
-        "|" + "---|" * (len(ABLATION_FIGURES) + 2),
+        "| cell | runs | " + " | ".join(name for _, name in ABLATION_COLUMNS) + " |",
+        "|" + "---|" * (len(ABLATION_COLUMNS) + 2),
     ]
     for cell, row in table.items():
         cells = [
             "–" if row[f] is None else f"{row[f]['mean']:.2f} ({row[f]['min']:.2f}–{row[f]['max']:.2f})"
-            for f in ABLATION_FIGURES
+            for f, _ in ABLATION_COLUMNS
         ]
         lines.append(f"| {cell} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
