@@ -111,7 +111,10 @@ def test_background_cases_crop_each_subject_from_another_background(reduced_run,
     run_dir, _ = reduced_run
     cases_file = run_dir / "heldout" / "cases.jsonl"
     out = write_background_cases(
-        cases_file, run_dir / "data" / "heldout" / "export", run_dir / "scenes" / "heldout", tmp_path / "bg.jsonl"
+        cases_file,
+        run_dir / "data" / "heldout" / "export",
+        run_dir / "scenes" / "heldout",
+        tmp_path / "bg.jsonl",
     )
     original = {c["id"]: c for c in map(json.loads, cases_file.read_text().splitlines())}
     cases = [json.loads(line) for line in out.read_text().splitlines()]
@@ -122,7 +125,9 @@ def test_background_cases_crop_each_subject_from_another_background(reduced_run,
         before = original[case["id"]]
         assert case["prompt"] == before["prompt"] and case["seed"] == before["seed"]
         assert [r["label"] for r in case["references"]] == [r["label"] for r in before["references"]]
-        meta = json.loads((run_dir / "data" / "heldout" / "export" / "meta" / f"{case['id']}.json").read_text())
+        meta = json.loads(
+            (run_dir / "data" / "heldout" / "export" / "meta" / f"{case['id']}.json").read_text()
+        )
         scene = json.loads(
             (run_dir / "scenes" / "heldout" / f"{meta['source']['video'].rsplit('-', 1)[0]}.json").read_text()
         )

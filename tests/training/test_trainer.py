@@ -148,3 +148,9 @@ def test_ema_warms_up_instead_of_holding_the_initial_weights(tmp_path):
     )
     expected = 0.1 * initial[name] + 0.9 * updated
     assert torch.allclose(trainer.ema[name], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_follows_the_progress_flag(tmp_path, capsys, progress):
+    Trainer(tiny_config(tmp_path, max_steps=1), dataset=latent_dataset(num_clips=2)).train(progress=progress)
+    assert ("train:" in capsys.readouterr().err) == progress

@@ -230,7 +230,10 @@ def write_heldout_cases(export: str | os.PathLike, out: str | os.PathLike) -> Pa
 
 
 def write_background_cases(
-    cases_file: str | os.PathLike, export: str | os.PathLike, scenes: str | os.PathLike, out: str | os.PathLike
+    cases_file: str | os.PathLike,
+    export: str | os.PathLike,
+    scenes: str | os.PathLike,
+    out: str | os.PathLike,
 ) -> Path:
     """The held-out cases again, each reference now a box crop *with its background* from another
     shot whose background differs from the target shot's (the leakage test set).
@@ -268,20 +271,28 @@ def write_background_cases(
             continue
         frames, _ = read_video(scenes / f"{scene_name}.mp4")  # (F, H, W, 3)
         references, sources[case["id"]] = [], []
-        for index, ((shot, frame, box), reference) in enumerate(zip(crops, case["references"], strict=True), 1):
+        for index, ((shot, frame, box), reference) in enumerate(
+            zip(crops, case["references"], strict=True), 1
+        ):
             x0, y0, x1, y1 = padded_box(box, padding, *frames.shape[1:3])
             path = references_dir / case["id"] / f"ref{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as temporary:
-                Image.fromarray(np.ascontiguousarray(frames[frame, y0:y1, x0:x1])).save(temporary, format="PNG")
+                Image.fromarray(np.ascontiguousarray(frames[frame, y0:y1, x0:x1])).save(
+                    temporary, format="PNG"
+                )
             references.append({"path": os.path.relpath(path, out.parent), "label": reference["label"]})
-            sources[case["id"]].append({"shot": shot["index"], "frame": frame, "background": shot["background"]})
+            sources[case["id"]].append(
+                {"shot": shot["index"], "frame": frame, "background": shot["background"]}
+            )
         lines.append(json.dumps({**case, "references": references}))
     if not lines:
         raise RuntimeError(f"no case of {cases_file} has every subject on another background in {scenes}")
     with atomic_path(out) as temporary:
         temporary.write_text("".join(line + "\n" for line in lines))
-    write_json_atomic(out.with_suffix(".json"), {"cases": len(lines), "left_out": left_out, "sources": sources})
+    write_json_atomic(
+        out.with_suffix(".json"), {"cases": len(lines), "left_out": left_out, "sources": sources}
+    )
     return out
 
 

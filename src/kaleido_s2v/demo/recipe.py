@@ -157,7 +157,7 @@ def cache_latents(train_config, encoder, progress: bool) -> Path:
     )
 
 
-def train_stage(train_config) -> Path:
+def train_stage(train_config, progress: bool = True) -> Path:
     """Run (or resume, or skip when finished) one stage with the project's Trainer; returns final/transformer."""
     from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint
 
@@ -166,7 +166,7 @@ def train_stage(train_config) -> Path:
         return final
     trainer = Trainer(train_config)
     resume = find_latest_checkpoint(train_config.output_dir) is not None
-    result = trainer.train(resume=resume)
+    result = trainer.train(resume=resume, progress=progress)
     return result.export_dir
 
 
@@ -262,7 +262,7 @@ def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = Tr
     stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
     encoder = load_encoder(encoders, text_length(config, run_dir))
     cache_latents(stage1, encoder, progress)
-    train_stage(stage1)
+    train_stage(stage1, progress)
     stage2 = stage_config(
         config.stage2, run_dir, merge_overrides(config.train_overrides, config.stage2_overrides)
     )
@@ -272,7 +272,7 @@ def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = Tr
             f"point model.init_from in {config.stage2} at stage 1's final/transformer"
         )
     cache_latents(stage2, encoder, progress)
-    stage2_final = train_stage(stage2)
+    stage2_final = train_stage(stage2, progress)
 
     # 4. The pipeline folder `KaleidoPipeline.from_pretrained` loads.
     return assemble_pipeline(run_dir, stage2_final, config)

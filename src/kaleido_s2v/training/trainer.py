@@ -325,7 +325,9 @@ class Trainer:
         for name, parameter in self.trainable.items():
             self.ema[name].lerp_(parameter.detach(), 1 - decay)
 
-    def train(self, resume: bool = False, stop_at_step: int | None = None) -> TrainResult:
+    def train(
+        self, resume: bool = False, stop_at_step: int | None = None, progress: bool = True
+    ) -> TrainResult:
         """Run until `max_steps`; with `resume`, continue from the newest complete checkpoint.
 
         `stop_at_step` ends the run early with a checkpoint (a job's time limit); a later
@@ -343,7 +345,12 @@ class Trainer:
         result = TrainResult(start_step=self.step)
         loader = self._loader()
         per_rank = config.micro_batch_size * config.gradient_accumulation_steps
-        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", disable=not context.is_main)
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (progress and context.is_main),
+        )
         window = {"data": 0.0, "total": 0.0, "samples": 0, "tokens": 0}
         last_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
         while self.step < last_step:
