@@ -141,3 +141,32 @@ def test_background_cases_crop_each_subject_from_another_background(reduced_run,
             # a real background around the subject, and not the one the prompt asks for
             assert not has_no_background(image, subject, 10, 0.95)
             assert 0 < subject.mean() < 1
+
+
+def test_ablation_table_cli_stacks_each_cells_strips(tmp_path, capsys):
+    from PIL import Image
+
+    from kaleido_s2v.cli import main
+    from kaleido_s2v.demo.strip import GAP, LABEL_HEIGHT
+
+    cells = []
+    for name, (width, height) in {"kaleido": (40, 20), "naive": (60, 24)}.items():
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        row = dict.fromkeys(FIGURES, 0.5)
+        summary = {"model": row, "background_references": {"model": row}}
+        (run / "eval" / "summary.json").write_text(json.dumps(summary))
+        for strip in ("strip.png", "strip_background.png"):
+            Image.new("RGB", (width, height), "red").save(run / "eval" / strip)
+        cells += ["--cell", f"{name}={run}"]
+    out, background = tmp_path / "strips.png", tmp_path / "leakage.png"
+    assert (
+        main(["demo", "ablation-table", *cells, "--strips", str(out), "--background-strips", str(background)])
+        == 0
+    )
+    for picture in (out, background):
+        with Image.open(picture) as image:
+            # each strip shrunk by 2 under its label bar, a gap between cells, as wide as the widest
+            assert image.size == (30, 2 * LABEL_HEIGHT + 10 + 12 + 2 * GAP)
+            assert image.getpixel((0, LABEL_HEIGHT + 1)) == (255, 0, 0)
+    assert "| kaleido | 1 |" in capsys.readouterr().out

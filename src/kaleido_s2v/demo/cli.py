@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DEFAULT_CONFIG = "configs/demo/demo.yaml"
 REDUCED_CONFIG = "configs/demo/reduced.yaml"
@@ -68,6 +69,14 @@ def register(subparsers) -> None:
         help="a cell and its evaluated run folders (one per seed); repeat per cell",
     )
     table.add_argument("--json", help="also write the table as JSON here")
+    table.add_argument(
+        "--strips", metavar="PNG", help="also stack each cell's first run's eval/strip.png here, labelled"
+    )
+    table.add_argument(
+        "--background-strips",
+        metavar="PNG",
+        help="the same with eval/strip_background.png (references with another background: leakage)",
+    )
     table.set_defaults(func=_ablation_table)
 
 
@@ -114,8 +123,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from kaleido_s2v.demo.bundled import BUNDLED_MODEL_DIR, bundle_pipeline, folder_bytes, run_provenance
 
     run_dir = Path(args.out).resolve()
@@ -140,4 +147,13 @@ def _ablation_table(args: argparse.Namespace) -> int:
     print(format_ablation_table(table))
     if args.json:
         write_json_atomic(args.json, table)
+    for out, name in ((args.strips, "strip.png"), (args.background_strips, "strip_background.png")):
+        if out:
+            from kaleido_s2v.demo.strip import stack_strips
+
+            strips = {
+                f"{cell} ({Path(runs[0]).name})": Path(runs[0]) / "eval" / name
+                for cell, runs in cells.items()
+            }
+            print(f"wrote {stack_strips(strips, out)}")
     return 0

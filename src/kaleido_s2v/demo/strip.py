@@ -66,3 +66,32 @@ def write_strip(
     with atomic_path(out) as temporary:
         Image.fromarray(picture).save(temporary, format="PNG")
     return out
+
+
+LABEL_HEIGHT = 18  # pixels of the white bar carrying each strip's label
+
+
+def stack_strips(strips: dict[str, str | os.PathLike], out: str | os.PathLike, shrink: int = 2) -> Path:
+    """Write `out` (PNG): the strips (`write_strip` pictures, e.g. one per ablation cell) one under
+    another, each shrunk by `shrink` (they are drawn at 2x) under a bar with its label."""
+    from PIL import Image, ImageDraw
+
+    parts = []
+    for label, path in strips.items():
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            parts.append(
+                (label, image.resize((image.width // shrink, image.height // shrink), Image.NEAREST))
+            )
+    width = max(image.width for _, image in parts)
+    blocks = []
+    for label, image in parts:
+        bar = Image.new("RGB", (width, LABEL_HEIGHT), "white")
+        ImageDraw.Draw(bar).text((4, 3), label, fill="black")
+        canvas = Image.new("RGB", (width, image.height), "white")
+        canvas.paste(image, (0, 0))
+        blocks += [np.asarray(bar), np.asarray(canvas), np.full((GAP * 2, width, 3), 255, np.uint8)]
+    out = Path(out)
+    with atomic_path(out) as temporary:
+        Image.fromarray(np.concatenate(blocks[:-1], axis=0)).save(temporary, format="PNG", optimize=True)
+    return out
