@@ -126,18 +126,15 @@ def background_reference_cases(run_dir: Path) -> Path:
     )
 
 
-def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, progress: bool) -> dict:
-    """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
+def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, progress: bool) -> dict:
+    """Score each folder of videos in `runs` against `cases` into `eval_dir/<name>/`; one figures row
+    per name, plus `chance` (each case scored on another case's clip in `truth`) beside `model`."""
     from kaleido_s2v.evaluation.runner import run_eval
 
-    cases = background_reference_cases(run_dir)
-    eval_dir = run_dir / "eval" / "background_references"
-    videos = eval_dir / "videos" / "model"
-    _generate(pipeline, cases, videos)
     rows = {}
-    for name, source in {"model": videos, "ground_truth": truth}.items():
+    for name, videos in runs.items():
         metrics = run_eval(
-            source,
+            videos,
             cases,
             eval_dir / name,
             controls=name == "model",
@@ -148,13 +145,23 @@ def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, 
         rows[name] = _figures(metrics["summary"])
         if name == "model" and metrics["controls"]["chance"] is not None:
             rows["chance"] = _figures(metrics["controls"]["chance"])
+    return rows
+
+
+def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, progress: bool) -> dict:
+    """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
+
+    cases = background_reference_cases(run_dir)
+    eval_dir = run_dir / "eval" / "background_references"
+    videos = eval_dir / "videos" / "model"
+    _generate(pipeline, cases, videos)
+    rows = _score(cases, {"model": videos, "ground_truth": truth}, eval_dir, truth, progress)
     write_strip(cases, videos, run_dir / "eval" / "strip_background.png", truth=truth)
     return rows
 
 
 def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> dict:
     """Generate and score the held-out cases for the model and its controls; returns the summary table."""
-    from kaleido_s2v.evaluation.runner import run_eval
 
     run_dir = Path(run_dir).resolve()
     cases = run_dir / "heldout" / "cases.jsonl"
@@ -172,7 +179,6 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
     _generate(untrained_pipeline(run_dir, config), cases, eval_dir / "videos" / "untrained")
     vae_reconstructions(pipeline, truth, eval_dir / "videos" / "vae_reconstruction")
 
-    table = {}
     runs = {
         "model": eval_dir / "videos" / "model",
         "shuffled_references": eval_dir / "videos" / "shuffled_references",
@@ -180,19 +186,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
         "ground_truth": truth,
         "vae_reconstruction": eval_dir / "videos" / "vae_reconstruction",
     }
-    for name, videos in runs.items():
-        metrics = run_eval(
-            videos,
-            cases,
-            eval_dir / name,
-            controls=name == "model",
-            chance_videos=truth if name == "model" else None,
-            progress=progress,
-            report=name == "model",
-        )
-        table[name] = _figures(metrics["summary"])
-        if name == "model" and metrics["controls"]["chance"] is not None:
-            table["chance"] = _figures(metrics["controls"]["chance"])
+    table = _score(cases, runs, eval_dir, truth, progress)
     table["motion_uniform_chance"] = 0.2
     table["background_references"] = _evaluate_background_references(run_dir, pipeline, truth, progress)
     write_json_atomic(eval_dir / "summary.json", table)
