@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.demo_helpers import example_generate_argv
 from kaleido_s2v.cli import main
 from kaleido_s2v.demo.bundled import MAX_BUNDLE_BYTES, bundled_model_path, folder_bytes
 from kaleido_s2v.pipelines.cli import MODEL_ENV
@@ -38,17 +39,10 @@ def test_generate_without_a_model_uses_the_bundled_one_and_writes_the_configured
     defaults = json.loads((bundled_model_path() / "generation_config.json").read_text())
     out = tmp_path / "demo.mp4"
     status = main(
-        [
-            "generate",
-            "--ref",
-            str(REPO / "examples" / "striped_red_star.png"),
-            "--ref",
-            str(REPO / "examples" / "dotted_blue_circle.png"),
-            "--prompt",
+        example_generate_argv(
+            out,
             "a striped red star moves right and a dotted blue circle moves down, on a sand gradient background",
-            "--out",
-            str(out),
-        ]
+        )
     )
     assert status == 0
     info = probe_video(out)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from demo.demo_helpers import example_generate_argv
 from kaleido_s2v.cli import main
 from kaleido_s2v.demo.recipe import load_demo_config, run_demo, stage_config
 from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
@@ -32,19 +33,11 @@ def test_reduced_run_assembles_a_pipeline_that_generates_an_mp4_with_two_referen
 
     out = tmp_path / "demo.mp4"
     status = main(
-        [
-            "generate",
-            "--model",
-            str(pipeline_dir),
-            "--ref",
-            str(REPO / "examples" / "striped_red_star.png"),
-            "--ref",
-            str(REPO / "examples" / "dotted_blue_circle.png"),
-            "--prompt",
+        example_generate_argv(
+            out,
             "a striped red star moves left and a dotted blue circle moves up, on a grey grid background",
-            "--out",
-            str(out),
-        ]
+            model=pipeline_dir,
+        )
     )
     assert status == 0
     sidecar = json.loads(out.with_suffix(".json").read_text())
