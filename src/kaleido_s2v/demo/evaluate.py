@@ -150,7 +150,6 @@ def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, prog
 
 def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, progress: bool) -> dict:
     """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
-
     cases = background_reference_cases(run_dir)
     eval_dir = run_dir / "eval" / "background_references"
     videos = eval_dir / "videos" / "model"
@@ -162,7 +161,6 @@ def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, 
 
 def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> dict:
     """Generate and score the held-out cases for the model and its controls; returns the summary table."""
-
     run_dir = Path(run_dir).resolve()
     cases = run_dir / "heldout" / "cases.jsonl"
     truth = run_dir / "data" / "heldout" / "export" / "videos"
