@@ -70,8 +70,7 @@ def bundle_pipeline(
             f"{trained} is not the installed all-MiniLM-L6-v2 ({installed}); the bundle reads its text "
             "encoder from that package, so it must be the one the model was trained with"
         )
-    with atomic_path(out) as temporary:
-        temporary.mkdir(parents=True)
+    with atomic_path(out, directory=True, replace_folder=True) as temporary:
         for name in COPIED:
             source = pipeline_dir / name
             if source.is_dir():
@@ -87,8 +86,6 @@ def bundle_pipeline(
             raise ValueError(
                 f"the bundle is {size / 2**20:.1f} MiB, over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB limit"
             )
-        if out.exists():
-            shutil.rmtree(out)
     return out
 
 

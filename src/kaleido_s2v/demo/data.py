@@ -188,7 +188,7 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, varian
     ]
     if not chosen:
         raise RuntimeError(f"no pair in {export} has only {variant!r} references; stage 2 would have no data")
-    with atomic_path(out) as temporary:
+    with atomic_path(out, directory=True, replace_folder=True) as temporary:
         for sample in chosen:
             for part in ("videos", "labels", "meta"):
                 suffix = {"videos": ".mp4", "labels": ".txt", "meta": ".json"}[part]
@@ -197,8 +197,6 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, varian
                     export / part / f"{sample.id}{suffix}", temporary / part / f"{sample.id}{suffix}"
                 )
             shutil.copytree(export / "references" / sample.id, temporary / "references" / sample.id)
-        if out.exists():
-            shutil.rmtree(out)
     return out
 
 

@@ -64,7 +64,7 @@ def untrained_pipeline(run_dir: Path, config) -> Path:
         return folder
     stage1 = stage_config(config.stage1, run_dir, config.train_overrides)
     transformer_dir = run_dir / "eval" / "untrained_transformer"
-    with atomic_path(transformer_dir) as temporary:
+    with atomic_path(transformer_dir, directory=True) as temporary:
         build_transformer(stage1).save_pretrained(temporary)
     assembled = assemble_pipeline(run_dir, transformer_dir, config, name="eval/untrained_pipeline")
     shutil.rmtree(transformer_dir)
@@ -91,8 +91,7 @@ def vae_reconstructions(pipeline: Path, truth: Path, out_dir: Path) -> Path:
         with torch.no_grad():
             decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
         decoded = (decoded[0].permute(1, 2, 3, 0).numpy() + 1.0) * 127.5
-        with atomic_path(target) as temporary:
-            save_frames(np.round(decoded).astype(np.uint8), temporary, fps=fps)
+        save_frames(np.round(decoded).astype(np.uint8), target, fps=fps)  # written atomically
     return out_dir
 
 

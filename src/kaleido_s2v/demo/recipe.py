@@ -130,12 +130,10 @@ def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
     if (folder / "tokenizer").is_dir():
         return folder
     text_encoder, tokenizer = load_minilm()
-    with atomic_path(folder) as temporary:
+    with atomic_path(folder, directory=True, replace_folder=True) as temporary:
         shutil.copytree(vae_folder, temporary / "vae")
         text_encoder.save_pretrained(temporary / "text_encoder")
         tokenizer.save_pretrained(temporary / "tokenizer")
-        if folder.exists():
-            shutil.rmtree(folder)
     return folder
 
 
@@ -166,7 +164,8 @@ def train_stage(train_config, progress: bool = True) -> Path:
         return final
     trainer = Trainer(train_config)
     resume = find_latest_checkpoint(train_config.output_dir) is not None
-    result = trainer.train(resume=resume, progress=progress)
+    # The stage folder is the recipe's own: with no checkpoint to resume, what an attempt left is redone.
+    result = trainer.train(resume=resume, overwrite=not resume, progress=progress)
     return result.export_dir
 
 
@@ -223,10 +222,8 @@ def assemble_pipeline(
         max_sequence_length=text_length(config, run_dir),
     )
     folder = run_dir / name
-    with atomic_path(folder) as temporary:
+    with atomic_path(folder, directory=True, replace_folder=True) as temporary:
         pipeline.save_pretrained(temporary)
-        if folder.exists():
-            shutil.rmtree(folder)
     return folder
 
 

@@ -202,7 +202,7 @@ def train_vae(
     vae.eval()
     mean, std = latent_statistics(vae, clips)
     vae.register_to_config(latents_mean=mean, latents_std=std)
-    with atomic_path(final) as temporary:
+    with atomic_path(final, directory=True) as temporary:
         vae.save_pretrained(temporary)
     write_json_atomic(
         out_dir / "vae_report.json",

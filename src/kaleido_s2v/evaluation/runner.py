@@ -22,20 +22,13 @@ from kaleido_s2v.cases import Case, CaseError, read_cases, split_cases
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.scoring import Backend, VideoScore, make_backend, score_video
 from kaleido_s2v.evaluation.summary import MOTION_UNIFORM_CHANCE, case_row, summarise
+from kaleido_s2v.hashing import file_sha256
 
 CACHE_DIR = "cache"
 UNAVAILABLE_OFFLINE = {
     "text_alignment": "not available offline: needs CLIP (the model backend with --clip)",
     "aesthetics": "not available offline: needs the LAION head on CLIP ViT-L/14 (--clip and --aesthetic)",
 }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(video_sha256: str, case: Case, config: EvalConfig) -> str:

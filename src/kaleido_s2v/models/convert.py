@@ -31,7 +31,7 @@ def convert_checkpoint(
     """Convert `src` (any layout) into a new folder `dst` in the `target` layout."""
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; choose a new output folder")
-    with atomic_path(dst) as staging:
+    with atomic_path(dst, directory=True) as staging:
         if target == "diffusers":
             config = None
             if attention_head_dim is not None:
@@ -45,7 +45,6 @@ def convert_checkpoint(
             if torch_dtype is not None:
                 state_dict = {key: value.to(torch_dtype) for key, value in state_dict.items()}
             converted = convert_state_dict(state_dict, layout, target)
-            staging.mkdir(parents=True)
             if target == "wan":
                 save_wan_checkpoint(converted, staging)
                 _write_wan_config(
