@@ -23,7 +23,7 @@ def test_single_video_with_sidecar(tiny_model_dir, reference_files, tmp_path):
     info = probe_video(out)
     assert (info.num_frames, info.width, info.height, info.fps) == (5, 64, 64, 8.0)
     sidecar = json.loads((tmp_path / "clip.json").read_text())
-    assert sidecar["seed"] == 3 and sidecar["prompt"] == "a cat walks"
+    assert sidecar["seed"] == 3 and sidecar["prompt"] == "a cat walks" and sidecar["status"] != "writing"
     assert sidecar["num_inference_steps"] == 2 and sidecar["guidance_scale"] == 3.0
     assert sidecar["shift"] == 7.0 and sidecar["scheduler"] == "kaleido_euler"
     assert sidecar["negative_prompt"] == "低质量" and sidecar["reference_size"] == [64, 64]
@@ -140,11 +140,21 @@ def test_batch_skips_bad_lines_finishes_the_others_and_resumes(
     assert "0 generated, 2 already done, 3 failed" in capsys.readouterr().out
     assert {name: (out_dir / name).stat().st_mtime_ns for name in stamps} == stamps
 
-    # A run interrupted before the side-car was written redoes that case only.
-    (out_dir / "00006.json").unlink()
+    # A run interrupted while writing (the side-car still says so) redoes that case only.
+    pending = json.loads((out_dir / "00006.json").read_text())
+    pending["status"] = "writing"
+    del pending["output_sha256"], pending["output_bytes"]
+    (out_dir / "00006.json").write_text(json.dumps(pending))
     assert _generate(tiny_model_dir, *batch) == 1
     assert "1 generated, 1 already done, 3 failed" in capsys.readouterr().out
     assert (out_dir / "00001.mp4").stat().st_mtime_ns == stamps["00001.mp4"]
+
+    # A truncated video beside an intact side-car is not done: its size and digest are checked.
+    video = (out_dir / "00006.mp4").read_bytes()
+    (out_dir / "00006.mp4").write_bytes(video[: len(video) // 2])
+    assert _generate(tiny_model_dir, *batch) == 1
+    assert "1 generated, 1 already done, 3 failed" in capsys.readouterr().out
+    assert (out_dir / "00006.mp4").read_bytes() == video  # the same seed writes the same bytes
 
     # Any resolved parameter that changes (here the seed) makes the case run again.
     batch[-1] = "8"
@@ -186,3 +196,60 @@ def test_model_fingerprint_follows_file_contents_names_and_sizes(tmp_path):
     assert model_fingerprint(tmp_path) == first
     weights.rename(tmp_path / "transformer" / "v.safetensors")
     assert model_fingerprint(tmp_path) != first
+
+
+def test_out_folder_of_the_user_is_refused_and_kept(tiny_model_dir, reference_files, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "beach.jpg").write_bytes(b"a photo")
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--out", str(folder)]
+    assert _generate(tiny_model_dir, *args) == 2
+    assert "beach.jpg" in capsys.readouterr().err
+    assert _generate(tiny_model_dir, *args, "--overwrite") == 2  # never, even when asked
+    assert sorted(p.name for p in folder.iterdir()) == ["beach.jpg"]
+    assert not (tmp_path / "photos.json").exists()
+
+
+@pytest.mark.parametrize("name", [".", "..", "~"])
+def test_out_dot_dotdot_and_tilde_are_refused(
+    tiny_model_dir, reference_files, tmp_path, monkeypatch, capsys, name
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--out", name, "--overwrite"]
+    assert _generate(tiny_model_dir, *args) == 2
+    assert "refusing to write PNG frames" in capsys.readouterr().err
+    assert (work / "mine.txt").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "work"
+    ]
+
+
+def test_existing_video_is_replaced_only_when_ours_or_asked(
+    tiny_model_dir, reference_files, tmp_path, capsys
+):
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"someone else's video")
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--out", str(out), "--steps", "1"]
+    assert _generate(tiny_model_dir, *args) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"someone else's video"
+    assert _generate(tiny_model_dir, *args, "--overwrite") == 0
+    recorded = json.loads((tmp_path / "clip.json").read_text())
+    assert recorded["output_bytes"] == out.stat().st_size and recorded["status"] != "writing"
+    assert _generate(tiny_model_dir, *args, "--seed", "1") == 0  # our own output: replaced
+    assert json.loads((tmp_path / "clip.json").read_text())["seed"] == 1
+
+
+def test_batch_never_replaces_a_video_it_did_not_write(tiny_model_dir, reference_files, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "00001.mp4").write_bytes(b"the user's video")
+    (tmp_path / "cases.txt").write_text(
+        f"a cat sits@@{reference_files[0]}\na dog runs@@{reference_files[1]}\n"
+    )
+    batch = ["--batch", str(tmp_path / "cases.txt"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 1
+    captured = capsys.readouterr()
+    assert "skipping case 00001" in captured.err and "1 generated, 0 already done, 1 failed" in captured.out
+    assert (out_dir / "00001.mp4").read_bytes() == b"the user's video"

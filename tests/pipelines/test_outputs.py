@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kaleido_s2v.pipelines.outputs import frames_to_uint8, save_frames, sidecar_path, write_sidecar
+from kaleido_s2v.pipelines.outputs import (
+    check_output,
+    frames_to_uint8,
+    is_own_output,
+    save_frames,
+    sidecar_path,
+    write_sidecar,
+)
 from kaleido_s2v.video_io import probe_video, read_video
 
 
@@ -41,9 +48,60 @@ def test_png_frames_folder(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["00000.png", "00001.png", "00002.png"]
     assert np.asarray(Image.open(out / "00002.png")).shape == (32, 48, 3)
-    # Writing again replaces the folder as a whole.
+    # Writing again replaces a folder of frames as a whole.
     save_frames(_frames(2), out, fps=8)
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
+
+
+def test_png_frames_never_replace_a_folder_with_other_files(tmp_path):
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    (folder / "00000.png").write_bytes(b"a frame-like name")
+    (folder / "beach.jpg").write_bytes(b"the user's photo")
+    with pytest.raises(FileExistsError, match="beach.jpg"):
+        save_frames(_frames(2), folder, fps=8)
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "beach.jpg"]
+    assert (folder / "00000.png").read_bytes() == b"a frame-like name"
+
+
+@pytest.mark.parametrize("name", [".", "..", "~"])
+def test_png_frames_refuse_the_working_folder_its_parents_and_home(tmp_path, monkeypatch, name):
+    work = tmp_path / "parent" / "work"
+    work.mkdir(parents=True)
+    (work / "mine.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match="refusing to write PNG frames"):
+        check_output(name)
+    with pytest.raises(ValueError, match="refusing to write PNG frames"):
+        save_frames(_frames(1), name, fps=8)
+    for ancestor in (work, work.parent, tmp_path):
+        with pytest.raises(ValueError, match="refusing"):
+            check_output(ancestor)
+    assert (work / "mine.txt").read_text() == "keep"
+
+
+def test_check_output_accepts_new_empty_and_own_outputs_only(tmp_path):
+    assert check_output(tmp_path / "new.mp4") == tmp_path / "new.mp4"
+    (tmp_path / "empty").mkdir()
+    check_output(tmp_path / "empty")
+    users = tmp_path / "users.mp4"
+    users.write_bytes(b"someone else's video")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        check_output(users)
+    check_output(users, overwrite=True)
+    # An earlier output of generate: its side-car names it.
+    ours = save_frames(_frames(2), tmp_path / "ours", fps=8)
+    with pytest.raises(FileExistsError, match="was not written by kaleido-s2v generate"):
+        check_output(ours)  # frames without a side-car could be anyone's
+    write_sidecar(ours, {"output": "ours"})
+    assert is_own_output(ours)
+    check_output(ours)
+    write_sidecar(users, {"output": "another.mp4"})
+    assert not is_own_output(users)
+    (ours / "notes.txt").write_text("added by the user")
+    assert not is_own_output(ours)
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        check_output(ours, overwrite=True)
 
 
 def test_unknown_suffix_is_rejected(tmp_path):

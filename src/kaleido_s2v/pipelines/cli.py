@@ -49,6 +49,14 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--offload", action="store_true", help="model CPU offload for small GPUs")
     parser.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace an existing output that generate did not write (a file, or a folder of PNG frames); "
+            "without it only generate's own earlier outputs are replaced"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         resolve_parameters,
         run_batch,
     )
+    from kaleido_s2v.pipelines.outputs import check_output
 
     _check_arguments(args)
+    if args.out:
+        check_output(args.out, overwrite=args.overwrite)  # before minutes of loading and sampling
     if not args.model:
         from kaleido_s2v.demo.bundled import bundled_model_path
 
@@ -80,13 +91,15 @@ def run(args: argparse.Namespace) -> int:
         args.model, dtype=args.dtype, device=args.device, offload=args.offload, vae_tiling=args.vae_tiling
     )
     if args.batch:
-        summary = run_batch(model, args.batch, args.out_dir, settings, default_seed=args.seed)
+        summary = run_batch(
+            model, args.batch, args.out_dir, settings, default_seed=args.seed, overwrite=args.overwrite
+        )
         print(f"{args.out_dir}: {summary.line()}")
         return 1 if summary.failed else 0
     from pathlib import Path
 
     parameters = resolve_parameters(model, args.prompt, [Path(r) for r in args.ref], settings, args.seed)
-    out = generate_to_file(model, parameters, args.out)
+    out = generate_to_file(model, parameters, args.out, overwrite=args.overwrite)
     print(out)
     return 0
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kaleido_s2v.pipelines.outputs import save_frames, sidecar_path, write_sidecar
+from kaleido_s2v.hashing import file_sha256
+from kaleido_s2v.pipelines.outputs import check_output, save_frames, sidecar_path, write_sidecar
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -189,10 +190,17 @@ def resolve_parameters(
     }
 
 
-def generate_to_file(model: LoadedModel, parameters: dict, out: str | os.PathLike) -> Path:
-    """Generate with resolved `parameters`, write the video (format from `out`), then the side-car JSON."""
+def generate_to_file(
+    model: LoadedModel, parameters: dict, out: str | os.PathLike, overwrite: bool = False
+) -> Path:
+    """Generate with resolved `parameters`, write the video (format from `out`), then the side-car JSON.
+
+    `out` must be new, empty, or an earlier output of `generate` (`outputs.check_output`); `overwrite`
+    also replaces another file there.
+    """
     import torch
 
+    check_output(out, overwrite=overwrite)
     started = time.perf_counter()
     generator = torch.Generator("cpu").manual_seed(parameters["seed"])
     frames = model.pipeline(
@@ -208,13 +216,27 @@ def generate_to_file(model: LoadedModel, parameters: dict, out: str | os.PathLik
         reference_size=tuple(parameters["reference_size"]),
         max_sequence_length=parameters["max_sequence_length"],
     ).frames[0]
+    # The side-car names the output before it is written, so an interrupted write is still known
+    # as ours (replaced on the next run, never taken for done: it has no digest yet).
+    out = Path(out)
+    write_sidecar(out, {**parameters, "output": out.name, "status": "writing"})
     out = save_frames(frames, out, fps=parameters["fps"])
-    write_sidecar(out, {**parameters, "output": out.name, "seconds": round(time.perf_counter() - started, 3)})
+    record = {
+        **parameters,
+        "output": out.name,
+        "status": "done",
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if out.is_file():
+        record.update(output_bytes=out.stat().st_size, output_sha256=file_sha256(out))
+    write_sidecar(out, record)
     return out
 
 
 def already_done(video: Path, parameters: dict) -> bool:
-    """True when `video` and its side-car exist and the side-car records the same resolved parameters."""
+    """True when `video` and its side-car exist, the side-car records the same resolved parameters,
+    and the video's size and sha256 are the ones recorded when it was written (a truncated or
+    replaced video is generated again)."""
     sidecar = sidecar_path(video)
     if not video.is_file() or not sidecar.is_file():
         return False
@@ -222,7 +244,11 @@ def already_done(video: Path, parameters: dict) -> bool:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return all(recorded.get(key) == parameters.get(key) for key in RESUME_KEYS)
+    if not isinstance(recorded, dict) or any(recorded.get(key) != parameters.get(key) for key in RESUME_KEYS):
+        return False
+    return recorded.get("output_bytes") == video.stat().st_size and recorded.get(
+        "output_sha256"
+    ) == file_sha256(video)
 
 
 def run_batch(
@@ -232,6 +258,7 @@ def run_batch(
     settings: GenerationSettings,
     default_seed: int = 0,
     log=None,
+    overwrite: bool = False,
 ) -> BatchSummary:
     """Generate `<out_dir>/<id>.mp4` + `.json` for every case, skipping finished and bad ones."""
     from tqdm.auto import tqdm
@@ -264,8 +291,8 @@ def run_batch(
             if already_done(video, parameters):
                 summary.skipped_done.append(item.id)
                 continue
-            generate_to_file(model, parameters, video)
-        except (ValueError, FileNotFoundError) as error:
+            generate_to_file(model, parameters, video, overwrite=overwrite)
+        except (ValueError, OSError) as error:
             log(f"skipping case {item.id} (line {item.line}): {error}")
             summary.failed.append(item.id)
             continue

