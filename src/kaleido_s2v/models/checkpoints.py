@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from kaleido_s2v.atomic import atomic_path, write_text_atomic
+from kaleido_s2v.atomic import atomic_path, is_temporary, write_text_atomic
 from kaleido_s2v.models.key_mapping import SAT_PREFIX, StateDict, convert_state_dict, detect_layout
 from kaleido_s2v.models.transformer import KaleidoTransformer3DModel
+from kaleido_s2v.paths import inside_folder
 
 SAT_WEIGHT_FILES = ("mp_rank_00_model_states.pt", "fsdp2_rank_0000_checkpoint.pt")
 SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"
@@ -75,20 +76,21 @@ def load_safetensors_file(path: str | os.PathLike) -> StateDict:
 
 
 def _safetensors_in_folder(folder: Path) -> StateDict:
-    """One file, or the shards an index names."""
+    """One file, or the shards an index names (each inside `folder`)."""
     index = folder / SAFETENSORS_INDEX
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
+        shards = [inside_folder(folder, shard, index) for shard in sorted(set(weight_map.values()))]
         state_dict: StateDict = {}
-        for shard in sorted(set(weight_map.values())):
-            state_dict.update(load_safetensors_file(folder / shard))
+        for shard in shards:
+            state_dict.update(load_safetensors_file(shard))
         missing = sorted(set(weight_map) - set(state_dict))
         if missing:
             raise ValueError(f"{index} names {len(missing)} tensor(s) absent from its shards: {missing[:10]}")
         return state_dict
     if (folder / SAFETENSORS_NAME).is_file():
         return load_safetensors_file(folder / SAFETENSORS_NAME)
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(p for p in folder.glob("*.safetensors") if not is_temporary(p))
     if len(files) == 1:
         return load_safetensors_file(files[0])
     raise FileNotFoundError(
@@ -102,8 +104,9 @@ def sat_weight_file(folder: Path) -> Path:
     if not latest.is_file():
         raise FileNotFoundError(f"{folder} is not a SAT checkpoint folder: no 'latest' file")
     iteration = latest.read_text().strip()
+    iteration_folder = inside_folder(folder, iteration, latest)
     for name in SAT_WEIGHT_FILES:
-        candidate = folder / iteration / name
+        candidate = iteration_folder / name
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
