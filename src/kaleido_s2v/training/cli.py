@@ -1,4 +1,4 @@
-"""`kaleido-s2v train CONFIG [--resume]` and `kaleido-s2v train cache CONFIG`.
+"""`kaleido-s2v train CONFIG [--resume | --overwrite]` and `kaleido-s2v train cache CONFIG`.
 
 Several processes: `torchrun --nproc_per_node N -m kaleido_s2v.cli train CONFIG`.
 `cache` in the first position is always the sub-command; a config file named `cache` is `./cache`.
@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         help="fine-tune a Kaleido transformer with flow matching (or precompute its latent cache)",
         description=(
             "`train CONFIG` trains as the YAML config says (one process, or every rank under torchrun); "
-            "`--resume` continues from the newest complete checkpoint in output_dir. "
+            "`--resume` continues from the newest complete checkpoint in output_dir; an output_dir holding an "
+            "earlier run is refused unless --resume or --overwrite is given. "
             "`train cache CONFIG` VAE- and text-encodes the config's samples once into data.cache_dir."
         ),
     )
@@ -23,6 +24,12 @@ def register(subparsers) -> None:
         "words", nargs="+", metavar="CONFIG", help="the training config (YAML), or: cache CONFIG"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again at step 0 in an output_dir that holds an earlier run: deletes only its "
+        "checkpoints/ and metrics.jsonl (without it, such a folder is refused)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -31,15 +38,17 @@ def _run(args: argparse.Namespace) -> int:
     if words[0] == "cache":
         if len(words) != 2:
             raise ValueError("usage: kaleido-s2v train cache CONFIG")
-        if args.resume:
-            raise ValueError("train cache always resumes (finished samples are skipped); drop --resume")
+        if args.resume or args.overwrite:
+            raise ValueError(
+                "train cache always resumes (finished samples are skipped); drop --resume/--overwrite"
+            )
         return _cache(words[1])
     if len(words) != 1:
         raise ValueError(f"usage: kaleido-s2v train CONFIG [--resume]; got {' '.join(words)}")
-    return _train(words[0], args.resume)
+    return _train(words[0], args.resume, args.overwrite)
 
 
-def _train(config_path: str, resume: bool) -> int:
+def _train(config_path: str, resume: bool, overwrite: bool) -> int:
     from kaleido_s2v.training.config import load_config
     from kaleido_s2v.training.distributed import destroy_distributed
     from kaleido_s2v.training.trainer import Trainer
@@ -47,7 +56,7 @@ def _train(config_path: str, resume: bool) -> int:
     config = load_config(config_path)
     try:
         trainer = Trainer(config)
-        result = trainer.train(resume=resume)
+        result = trainer.train(resume=resume, overwrite=overwrite)
         if trainer.context.is_main:
             last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
             print(

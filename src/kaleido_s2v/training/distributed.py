@@ -160,14 +160,28 @@ def load_distributed_checkpoint(
     optimizer: torch.optim.Optimizer,
     extra_tensors: dict[str, dict[str, torch.Tensor]],
 ) -> None:
-    """Load what `save_distributed_checkpoint` wrote into the live objects, in place."""
+    """Load what `save_distributed_checkpoint` wrote into the live objects, in place.
+
+    Read through `checkpoint_reading`: nothing in the folder is unpickled beyond DCP metadata classes,
+    tensors and plain containers.
+    """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from kaleido_s2v.training.checkpoint_reading import SafeFileSystemReader, SafeLoadPlanner
 
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"checkpoint {folder} does not exist")
+    SafeFileSystemReader(folder).read_metadata()  # a bad .metadata is named here, not wrapped by DCP
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state, **extra_tensors}
-    with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(folder))
+    try:
+        with _single_process_quiet():
+            dcp.load(state, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner(str(folder)))
+    except CheckpointException as error:  # a BaseException carrying each rank's own error
+        first = next(iter(error.failures.values()))[0]
+        if isinstance(first, ValueError):
+            raise first from None
+        raise ValueError(f"checkpoint {folder} could not be loaded: {first}") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])

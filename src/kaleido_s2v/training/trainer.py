@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kaleido_s2v.atomic import atomic_path, write_json_atomic
@@ -97,6 +98,15 @@ def lr_lambda(step: int, warmup_steps: int, max_steps: int, schedule: str, min_l
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def earlier_run_files(output_dir: str | os.PathLike) -> list[Path]:
+    """What an earlier run left in `output_dir` that a new run would mix with: `checkpoints/` (when it
+    holds anything) and `metrics.jsonl`."""
+    folder = Path(output_dir)
+    checkpoints, metrics = folder / "checkpoints", folder / "metrics.jsonl"
+    found = [checkpoints] if checkpoints.is_dir() and any(checkpoints.iterdir()) else []
+    return found + ([metrics] if metrics.exists() else [])
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -326,18 +336,30 @@ class Trainer:
             self.ema[name].lerp_(parameter.detach(), 1 - decay)
 
     def train(
-        self, resume: bool = False, stop_at_step: int | None = None, progress: bool = True
+        self,
+        resume: bool = False,
+        stop_at_step: int | None = None,
+        progress: bool = True,
+        overwrite: bool = False,
     ) -> TrainResult:
         """Run until `max_steps`; with `resume`, continue from the newest complete checkpoint.
 
-        `stop_at_step` ends the run early with a checkpoint (a job's time limit); a later
+        An output folder holding an earlier run (`earlier_run_files`) is refused unless `resume`
+        continues it or `overwrite` first deletes that run's `checkpoints/` and `metrics.jsonl` (and
+        nothing else). `stop_at_step` ends the run early with a checkpoint (a job's time limit); a later
         `train(resume=True)` continues exactly where it stopped. Only a full run exports weights.
         """
         from tqdm.auto import tqdm
 
         config, context = self.config, self.context
+        if resume and overwrite:
+            raise ValueError(
+                "--resume continues the earlier run and --overwrite deletes it: pass one of them"
+            )
         if resume:
             self._resume()
+        else:
+            self._start_fresh(overwrite)
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / "config.json", config_to_dict(config))
@@ -475,7 +497,9 @@ class Trainer:
             shutil.rmtree(temporary)
         distributed.barrier()
         distributed.save_distributed_checkpoint(temporary, self.model, self.optimizer, self._extra_tensors())
-        torch.save({"torch": torch.get_rng_state()}, temporary / f"rng-rank{self.context.rank}.pt")
+        save_file(
+            {"torch": torch.get_rng_state()}, str(temporary / f"rng-rank{self.context.rank}.safetensors")
+        )
         distributed.barrier()
         if self.context.is_main:
             state = {
@@ -506,6 +530,25 @@ class Trainer:
         for stale in folders[: max(0, len(folders) - keep)] if keep > 0 else []:
             shutil.rmtree(stale)
 
+    def _start_fresh(self, overwrite: bool) -> None:
+        """Refuse to start at step 0 over an earlier run, or (`overwrite`) delete that run's state."""
+        earlier = earlier_run_files(self.output_dir)
+        if earlier and not overwrite:
+            raise FileExistsError(
+                f"{self.output_dir} holds an earlier training run ({', '.join(p.name for p in earlier)}); "
+                "pass --resume to continue it, or --overwrite to delete its checkpoints/ and metrics.jsonl "
+                "and start again at step 0"
+            )
+        distributed.barrier()  # every rank has looked before anything is deleted
+        if earlier and self.context.is_main:
+            for path in earlier:
+                print(f"--overwrite: removing {path}", flush=True)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        distributed.barrier()
+
     def _resume(self) -> None:
         folder = find_latest_checkpoint(self.output_dir)
         if folder is None:
@@ -526,9 +569,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
-        rng_path = folder / f"rng-rank{self.context.rank}.pt"
+        rng_path = folder / f"rng-rank{self.context.rank}.safetensors"
         if rng_path.is_file():
-            torch.set_rng_state(torch.load(rng_path, weights_only=True)["torch"])
+            torch.set_rng_state(load_file(str(rng_path))["torch"])
 
     # ------------------------------------------------------------------------------------------ export
 
@@ -538,8 +581,6 @@ class Trainer:
         `<output_dir>/final/transformer/` (config.json + safetensors; stage 2's `init_from`), or
         `<output_dir>/final/lora/pytorch_lora_weights.safetensors` for LoRA runs.
         """
-        from safetensors.torch import save_file
-
         state = distributed.full_state_dict(self.model)
         if self.ema is not None:
             for name, tensor in self.ema.items():
