@@ -233,3 +233,66 @@ def torch_from(frames: np.ndarray):
     import torch
 
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+# A run in miniature: it probes the scenes on a `LocalExecutor` pool of two workers, prints the
+# workers' pids and waits, its pool still open; the test then kills it with SIGKILL.
+_POOL_PARENT = """
+import multiprocessing, sys, time
+from pathlib import Path
+from kaleido_s2v.data.config import config_from_dict
+from kaleido_s2v.data.runner import LocalExecutor, Task, build_stages, discover_inputs, video_item
+from kaleido_s2v.data.stages.base import Context
+
+config = config_from_dict({"inputs": [sys.argv[1]], "run_dir": sys.argv[2], "workers": 2})
+context = Context(run_dir=Path(sys.argv[2]), artifact_dir=Path("artifacts"), upstream={})
+tasks = [Task("probe", video_item(path, 0)[0], context) for path in discover_inputs(config.inputs)]
+executor = LocalExecutor(config, build_stages(config))
+for _ in executor.map(tasks):
+    pass
+print(" ".join(str(child.pid) for child in multiprocessing.active_children()), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not reaped yet, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
+def test_pool_workers_end_when_the_run_is_killed(easy_scenes, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "parent.log"  # also takes the pool's warnings after the kill, out of the test output
+    with log.open("w") as stderr:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", _POOL_PARENT, str(easy_scenes), str(tmp_path / "run")],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    workers: list[int] = []
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers), log.read_text()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "pool workers outlived the killed run"
+    finally:
+        parent.kill()
+        parent.stdout.close()
+        for pid in workers:  # the workers this test started, should the assertion have failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

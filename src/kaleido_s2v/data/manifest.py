@@ -64,6 +64,10 @@ class Manifest:
     def get(self, item_id: str, stage: str, fingerprint: str) -> dict | None:
         return self.rows.get((item_id, stage, fingerprint))
 
+    def item_ids(self) -> set[str]:
+        """Every item id with a recorded result: the items the pipeline has run in this run folder."""
+        return {item_id for item_id, _, _ in self.rows}
+
     def append(self, rows: list[dict]) -> None:
         """Record rows durably: one Parquet part, written under a temporary name and renamed."""
         if not rows:

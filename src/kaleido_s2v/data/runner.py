@@ -9,6 +9,7 @@ the manifest under that fingerprint is reused, anything else is executed. Execut
 - `ray`: Ray Data `map_batches` over an actor pool of `workers` actors per stage, the same stage code.
 
 Results are written to the manifest one item at a time, so an interrupted run resumes where it stopped.
+A run works only in a folder of its own (see `claim_run_folder`), since it removes its stale exports there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -126,6 +130,38 @@ def execute(stage, task: Task) -> dict:
 
 _WORKER_STAGES: dict = {}
 
+PARENT_CHECK_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Make this pool worker exit once the run that started it is gone, even when it was SIGKILLed.
+
+    An orphaned worker would otherwise wait on the pool's queue forever. On Linux the kernel sends
+    the worker SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG; the pool starts its workers from
+    the thread that runs the pipeline, which outlives the pool). On every POSIX system a daemon
+    thread checks every PARENT_CHECK_SECONDS that os.getppid() is still `parent_pid` and calls
+    os._exit(1) once the worker has been re-parented; its first check also catches a parent that
+    died before this function ran.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, name="exit-with-parent", daemon=True).start()
+
+
+def _init_pool_worker(config: PipelineConfig, parent_pid: int) -> None:
+    """Initializer of a `LocalExecutor` pool worker: tie its life to the run's, then build the stages."""
+    _end_with_parent(parent_pid)
+    _init_worker(config)
+
 
 def _init_worker(config: PipelineConfig) -> None:
     global _WORKER_STAGES
@@ -159,8 +195,8 @@ class LocalExecutor:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.config.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.config,),
+                initializer=_init_pool_worker,
+                initargs=(self.config, os.getpid()),
             )
         futures = {self._pool.submit(_run_in_worker, task): task for task in tasks}
         for future in as_completed(futures):
@@ -271,6 +307,40 @@ class RayExecutor:
 
 # ------------------------------------------------------------------------------------------------ the run
 
+RUN_MARKER = "data-run.json"  # written by the first run in a folder, before anything else
+
+
+def _holds_run_record(run_dir: Path) -> bool:
+    """Whether `run_dir/run.json` is a record `run_pipeline` wrote (with current, exported, shards)."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"current", "exported", "shards"} <= record.keys()
+
+
+def claim_run_folder(run_dir: Path) -> None:
+    """Make sure `run_dir` is a run folder of `data run` before anything is read or written in it.
+
+    The rule: a folder is ours when it holds RUN_MARKER, or the `run.json` record of a run made
+    before the marker existed (the marker is added then). A missing or empty folder becomes ours:
+    the marker is written in it before any other file, so a run interrupted at any point is resumed
+    there. Any other folder is refused with FileExistsError, untouched, because a run removes the
+    stale exports and shards in its folder and must never do so among someone else's files.
+    """
+    if (run_dir / RUN_MARKER).is_file():
+        return
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _holds_run_record(run_dir):
+        raise FileExistsError(
+            f"run_dir {run_dir} is not empty and holds no {RUN_MARKER} or run.json of a `data run`; "
+            "a run removes stale exports and shards in its folder, so it will not start there. "
+            "Set run_dir to a new or empty folder, or to the folder of an earlier `data run`."
+        )
+    from kaleido_s2v.atomic import write_json_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / RUN_MARKER, {"created_by": "kaleido-s2v data run"})
+
 
 @dataclass
 class RunSummary:
@@ -292,10 +362,13 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
-    """Run (or resume) the whole pipeline described by `config`; returns the funnel and what ran."""
+    """Run (or resume) the whole pipeline described by `config`; returns the funnel and what ran.
+
+    `config.run_dir` must be new, empty, or the folder of an earlier run (`claim_run_folder`).
+    """
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     stages = build_stages(config)
+    claim_run_folder(run_dir)
     manifest = Manifest(run_dir)
     executor = RayExecutor(config, stages) if config.executor == "ray" else LocalExecutor(config, stages)
 
@@ -388,7 +461,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
         executor.close()
     exported = [item["id"] for item in items]
     export_stage = stages[-1]
-    shards = export_stage.finalize(run_dir, exported)
+    shards = export_stage.finalize(run_dir, exported, manifest.item_ids())
     manifest.compact()
     funnel = funnel_report(rows_of)
     from kaleido_s2v.atomic import write_json_atomic

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic, write_text_atomic
+from kaleido_s2v.atomic import atomic_path, is_temporary, write_json_atomic, write_text_atomic
 
 _REF_NAME = re.compile(r"^ref(\d+)\.png$")
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -158,7 +158,7 @@ def iter_folder(root: str | os.PathLike) -> Iterator[S2VSample]:
     videos = root / "videos"
     if not videos.is_dir():
         raise FileNotFoundError(f"{root} is not an S2V folder: {videos} does not exist")
-    for video in sorted(videos.glob("*.mp4")):
+    for video in sorted(v for v in videos.glob("*.mp4") if not is_temporary(v)):
         yield read_folder_sample(root, video.stem)
 
 
@@ -205,8 +205,8 @@ def iter_samples(source: str | os.PathLike | Iterable[str | os.PathLike]) -> Ite
             yield from iter_tar(path)
         elif path.is_dir() and (path / "videos").is_dir():
             yield from iter_folder(path)
-        elif path.is_dir() and any(path.glob("*.tar")):
-            for shard in sorted(path.glob("*.tar")):
+        elif path.is_dir() and any(not is_temporary(p) for p in path.glob("*.tar")):
+            for shard in sorted(p for p in path.glob("*.tar") if not is_temporary(p)):
                 yield from iter_tar(shard)
         else:
             raise FileNotFoundError(
@@ -261,6 +261,30 @@ def write_folder_sample(
         write_json_atomic(root / "meta" / f"{sample_id}.json", meta)
 
 
+def remove_folder_sample(root: str | os.PathLike, sample_id: str) -> None:
+    """Delete the files `write_folder_sample` writes for `sample_id`, and nothing else.
+
+    Those are `references/<id>/ref<N>.png` (the folder goes too once empty), `labels/<id>.txt`,
+    `meta/<id>.json` and, last, `videos/<id>.mp4`: a removal cut short leaves the video, so the
+    sample is still found and removed by the next attempt. Missing files are skipped.
+    """
+    _check_key(sample_id)
+    root = Path(root)
+    ref_dir = root / "references" / sample_id
+    if ref_dir.is_dir():
+        for ref in ref_dir.iterdir():
+            if _ref_index(ref.name) is not None:
+                ref.unlink()
+        if not any(ref_dir.iterdir()):
+            ref_dir.rmdir()
+    for path in (
+        root / "labels" / f"{sample_id}.txt",
+        root / "meta" / f"{sample_id}.json",
+        root / "videos" / f"{sample_id}.mp4",
+    ):
+        path.unlink(missing_ok=True)
+
+
 class ShardWriter:
     """Write samples into WebDataset tar shards `<prefix>-000000.tar`, … of at most `max_samples` each.
 
@@ -278,6 +302,13 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._context = None
         self._count = 0
+
+    def existing_shards(self) -> list[Path]:
+        """The files in the folder named as this writer names its shards (`<prefix>-000000.tar`, ...)."""
+        if not self.directory.is_dir():
+            return []
+        own_name = re.compile(rf"{re.escape(self.prefix)}-\d{{6,}}\.tar")
+        return sorted(p for p in self.directory.iterdir() if own_name.fullmatch(p.name) and p.is_file())
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -2,15 +2,16 @@
 
 Per item it writes the folder form under `<run>/export/`; `finalize` then writes the WebDataset
 shards under `<run>/shards/` from exactly the samples of the current run (in id order) and removes
-exported samples that the current run no longer keeps.
+the exported samples and shards of earlier runs in the folder that the current run no longer keeps
+(only files the pipeline wrote: see `finalize`).
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaleido_s2v.atomic import is_temporary
 from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict
 
 
@@ -64,29 +65,28 @@ class ExportStage:
             artifacts[f"ref{index}"] = (folder / "references" / item["id"] / f"ref{index}.png").as_posix()
         return StageResult.ok({"id": item["id"], "references": len(ref_paths)}, artifacts)
 
-    def finalize(self, run_dir: Path, kept_ids: list[str]) -> list[Path]:
-        """Drop exported samples not kept by this run; write the shards. Returns the shard paths."""
-        from kaleido_s2v.data.samples import ShardWriter, read_folder_sample
+    def finalize(self, run_dir: Path, kept_ids: list[str], produced_ids: set[str]) -> list[Path]:
+        """Remove the exported samples this run no longer keeps; rewrite the shards. Returns the shard paths.
+
+        Only files the pipeline wrote itself are removed. An exported sample (`videos/<id>.mp4`) goes
+        when its id is in `produced_ids` (the items the run folder's manifest records) and not in
+        `kept_ids`; `remove_folder_sample` then deletes exactly the files the export wrote for it. In
+        the shard folder only the shard writer's own names (`shard-000000.tar`, ...) are removed
+        before the shards are written again. Anything else there, such as a `videos/x.mp4` or
+        `x.tar` someone put in, is left alone.
+        """
+        from kaleido_s2v.data.samples import ShardWriter, read_folder_sample, remove_folder_sample
 
         root = run_dir / self.config.folder
-        keep = set(kept_ids)
-        if (root / "videos").is_dir():
-            for video in (root / "videos").glob("*.mp4"):
-                if video.stem not in keep:
-                    video.unlink()
-                    for extra in (
-                        root / "labels" / f"{video.stem}.txt",
-                        root / "meta" / f"{video.stem}.json",
-                    ):
-                        extra.unlink(missing_ok=True)
-                    shutil.rmtree(root / "references" / video.stem, ignore_errors=True)
+        exported = {video.stem for video in (root / "videos").glob("*.mp4") if not is_temporary(video)}
+        for sample_id in sorted(exported & (set(produced_ids) - set(kept_ids))):
+            remove_folder_sample(root, sample_id)
         if self.config.shards is None:
             return []
-        shard_dir = run_dir / self.config.shards
-        if shard_dir.is_dir():
-            for old in shard_dir.glob("*.tar"):
-                old.unlink()
-        with ShardWriter(shard_dir, max_samples=self.config.shard_size) as writer:
-            for sample_id in sorted(keep):
+        writer = ShardWriter(run_dir / self.config.shards, max_samples=self.config.shard_size)
+        for old in writer.existing_shards():
+            old.unlink()
+        with writer:
+            for sample_id in sorted(kept_ids):
                 writer.write_sample(read_folder_sample(root, sample_id))
         return writer.shards
