@@ -124,3 +124,21 @@ def test_tar_missing_video_is_an_error(tmp_path):
                 dst.addfile(member, src.extractfile(member))
     with pytest.raises(FileNotFoundError, match="no k.mp4"):
         list(iter_samples(broken))
+
+
+def test_16_bit_and_exif_rotated_references_are_read_as_viewers_show_them(tmp_path, tiny_video):
+    root = tmp_path / "ds"
+    write_folder_sample(root, "clip", tiny_video, "a grey card", [Image.new("RGB", (4, 4))] * 2)
+    Image.fromarray(np.full((6, 10), 32768, np.uint16)).save(root / "references" / "clip" / "ref1.png")
+    stored = np.zeros((8, 16, 3), np.uint8)
+    stored[:, 8:] = 255  # black left, white right as stored; EXIF orientation 6 puts white at the bottom
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "references" / "clip" / "ref2.png", exif=exif)
+    with ShardWriter(tmp_path / "shards") as writer:
+        writer.write_sample(read_folder_sample(root, "clip"))
+    for sample in (read_folder_sample(root, "clip"), next(iter_samples(tmp_path / "shards"))):
+        grey, rotated = (np.asarray(image) for image in sample.reference_images())
+        assert grey.shape == (6, 10, 3) and (grey == 128).all()  # not 99.7% white
+        assert rotated.shape == (16, 8, 3)
+        assert (rotated[:8] == 0).all() and (rotated[8:] == 255).all()

@@ -131,3 +131,18 @@ def test_summary_leaves_null_decoupling_out_and_counts_it(tmp_path):
     assert summary["decoupling"] == {"mean": pytest.approx(0.6), "n": 2, "no_background_references": 1}
     assert summary["attribute_swap_rate"] == {"mean": None, "n": 0}
     assert summary["text_alignment"]["mean"] is None
+
+
+def test_16_bit_grey_reference_keeps_its_grey_and_so_its_background(tmp_path):
+    from PIL import Image
+
+    from kaleido_s2v.evaluation.references import load_reference
+
+    grey = np.full((20, 20), 32768, np.uint16)  # mid-grey background ...
+    grey[5:15, 5:15] = 0  # ... around a black subject
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    reference = load_reference(tmp_path / "grey16.png", "box")
+    assert reference.image.shape == (20, 20, 3) and reference.image.dtype == np.uint8
+    assert reference.image[0, 0].tolist() == [128, 128, 128] and not reference.has_alpha
+    subject = grey == 0
+    assert not has_no_background(reference, subject)  # read as 99.7% white it had "no background"

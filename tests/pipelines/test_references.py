@@ -155,3 +155,59 @@ def test_fingerprint_of_a_file_is_its_sha256(reference_files):
         == hashlib.sha256(reference_files[0].read_bytes()).hexdigest()
     )
     assert reference_fingerprint(reference_files[0]) != reference_fingerprint(reference_files[1])
+
+
+def _expected_prepared(path, fitted: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """SPEC §3 spelled out with explicit PIL calls, as the pipeline prepared references before images.py."""
+    with Image.open(path) as opened:
+        opened.load()
+        image = opened.copy()
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    resized = image.convert("RGB").resize(fitted, Image.LANCZOS)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    canvas.paste(resized, ((width - fitted[0]) // 2, (height - fitted[1]) // 2))
+    array = np.asarray(canvas, dtype=np.float32)
+    return torch.from_numpy((array - 127.5) / 127.5).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "size", "fitted"),
+    [
+        ("rgba.png", "RGBA", (50, 30), (64, 38)),  # r = 1.67 > 64 / 48: (64, int(38.4))
+        ("rgb.png", "RGB", (20, 40), (24, 48)),  # r = 0.5: (int(24.0), 48)
+        ("palette.png", "P", (33, 33), (48, 48)),
+        ("photo.jpg", "RGB", (60, 20), (64, 21)),
+    ],
+)
+def test_ordinary_8_bit_files_prepare_bit_identically(tmp_path, name, mode, size, fitted):
+    channels = 3 if mode == "P" else len(mode)
+    pixels = np.random.default_rng(3).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    if mode == "P":
+        image = image.convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))  # a palette entry in use is transparent
+    image.save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode == mode
+    prepared = prepare_references([tmp_path / name], 48, 64)
+    assert torch.equal(prepared[0], _expected_prepared(tmp_path / name, fitted, 48, 64))
+
+
+@pytest.mark.parametrize("kind", ["16-bit grey png", "exif-rotated jpeg"])
+def test_16_bit_and_exif_rotated_references_are_prepared_as_viewers_show_them(tmp_path, kind):
+    if kind == "16-bit grey png":
+        path = tmp_path / "grey16.png"
+        Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(path)  # mid grey, not 99.7% white
+        expected = torch.full((1, 3, 8, 8), (128 - 127.5) / 127.5)
+    else:
+        path = tmp_path / "rotated.jpg"
+        stored = np.zeros((16, 32, 3), np.uint8)
+        stored[:, 16:] = 255  # stored: black left, white right; orientation 6 shows white at the bottom
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(stored).save(path, exif=exif, quality=95)
+        expected = torch.full((1, 3, 32, 16), -1.0)
+        expected[..., 16:, :] = 1.0
+    prepared = prepare_references([path], *expected.shape[-2:])
+    assert torch.allclose(prepared[..., 2:-2, :], expected[..., 2:-2, :], atol=0.1)  # JPEG edges

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from kaleido_s2v.atomic import atomic_path, is_temporary, write_json_atomic, write_text_atomic
+from kaleido_s2v.images import on_white, open_image
 
 _REF_NAME = re.compile(r"^ref(\d+)\.png$")
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -90,29 +91,19 @@ class S2VSample:
         return {"fps": fps, "num_frames": len(frames), "width": frames.shape[2], "height": frames.shape[1]}
 
     def reference_images(self) -> list[Image.Image]:
-        """References as RGB images; an RGBA reference is composited on white (SPEC §3)."""
+        """References as RGB images, read by `images.open_image` and composited on white (SPEC §3)."""
         images = []
         for index, ref in enumerate(self.references, start=1):
-            try:
-                image = Image.open(ref if isinstance(ref, Path) else io.BytesIO(ref))
-                image.load()
-            except (OSError, ValueError) as error:
-                raise ValueError(f"sample {self.id}: reference {index} cannot be decoded: {error}") from error
-            images.append(_on_white(image))
+            label = f"sample {self.id}: reference {index}"
+            if isinstance(ref, bytes):
+                label += " (from a tar shard)"
+            images.append(on_white(open_image(ref, label=label)))
         return images
 
     @property
     def subjects(self) -> list[dict]:
         """Per-reference metadata (label, variant, backend, source); empty without meta."""
         return list((self.meta or {}).get("subjects", []))
-
-
-def _on_white(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image).convert("RGB")
-    return image.convert("RGB")
 
 
 def _read_caption(text: str, where: str) -> str:
@@ -219,7 +210,7 @@ def iter_samples(source: str | os.PathLike | Iterable[str | os.PathLike]) -> Ite
 
 def _png_bytes(image: Image.Image | np.ndarray | str | os.PathLike) -> bytes:
     if isinstance(image, (str, os.PathLike)):
-        image = Image.open(image)
+        image = open_image(image)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buffer = io.BytesIO()

@@ -13,7 +13,7 @@ import numpy as np
 class ReferenceImage:
     """A case's reference as evaluation sees it.
 
-    image: (h, w, 3) uint8 RGB, an RGBA input composited on white (SPEC §3).
+    image: (h, w, 3) uint8 RGB, transparency composited on white by `images.on_white` (SPEC §3).
     transparent: (h, w) bool, pixels with alpha < 128 (all False for an opaque image).
     subject: (h, w) bool subject mask (filled in by a backend).
     """
@@ -30,21 +30,18 @@ class ReferenceImage:
 
 
 def load_reference(path: str | os.PathLike, label: str) -> ReferenceImage:
-    """Read an image file; raise FileNotFoundError / ValueError naming the file when it cannot."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file through `images.open_image` (EXIF orientation, 16-bit and modes mapped to
+    8 bits); raise FileNotFoundError / ValueError naming the file when it cannot."""
+    from kaleido_s2v.images import alpha_channel, on_white, open_image
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference {label!r}: {path} does not exist")
-    try:
-        with Image.open(path) as opened:
-            rgba = np.asarray(opened.convert("RGBA"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"reference {label!r}: {path} is not a readable image ({error})") from error
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-    return ReferenceImage(label=label, path=path, image=image, transparent=rgba[..., 3] < 128)
+    opened = open_image(path, label=f"reference {label!r}")
+    return ReferenceImage(
+        label=label,
+        path=path,
+        image=np.asarray(on_white(opened)),
+        transparent=alpha_channel(opened) < 128,
+    )
 
 
 def near_white(image: np.ndarray, tolerance: int) -> np.ndarray:

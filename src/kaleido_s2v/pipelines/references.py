@@ -1,8 +1,10 @@
 """Reference images: loading from any common form and letterboxing to the video size (SPEC §3).
 
-Each reference is converted to RGB (RGBA composited on white), resized with LANCZOS so that it
-fits inside (height, width) keeping its aspect ratio, padded centred with white to exactly
-(height, width), and scaled to [-1, 1]. The VAE then encodes every reference as its own frame.
+A file is opened by `kaleido_s2v.images.open_image` (EXIF orientation applied, 16-bit mapped to 8-bit,
+transparency kept) and an in-memory image is brought to 8 bits by its `to_8bit`; each reference is then
+composited on white (`images.on_white`), resized with LANCZOS so that it fits inside (height, width)
+keeping its aspect ratio, padded centred with white to exactly (height, width), and scaled to [-1, 1].
+The VAE then encodes every reference as its own frame.
 """
 
 from __future__ import annotations
@@ -14,23 +16,23 @@ from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from kaleido_s2v.images import WHITE, on_white, open_image, to_8bit, unit_float_to_uint8
 
 ReferenceInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
-
-WHITE = (255, 255, 255)
 
 
 def load_reference(source: ReferenceInput, index: int = 0) -> Image.Image:
     """One reference as an RGB PIL image; transparency is composited on white.
 
-    Accepts a path, a PIL image, a numpy array (H, W), (H, W, 3) or (H, W, 4), uint8 or float in
-    [0, 1], or a tensor (3|4, H, W) / (H, W, 3|4) float in [0, 1] or uint8.
+    Accepts a path (read by `images.open_image`), a PIL image, a numpy array (H, W), (H, W, 3) or
+    (H, W, 4), uint8 or float in [0, 1], or a tensor (3|4, H, W) / (H, W, 3|4) float in [0, 1] or uint8.
     `index` only names the reference in error messages.
     """
     if isinstance(source, (str, os.PathLike)):
-        image = _open_image(Path(source), index)
-    elif isinstance(source, Image.Image):
+        return on_white(open_image(Path(source), label=f"reference {index}"))
+    if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, torch.Tensor):
         image = _array_to_image(_tensor_to_hwc(source, index), index)
@@ -40,18 +42,7 @@ def load_reference(source: ReferenceInput, index: int = 0) -> Image.Image:
         raise TypeError(
             f"reference {index}: expected a path, PIL image, numpy array or tensor, got {type(source).__name__}"
         )
-    return to_rgb_on_white(image)
-
-
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """RGB copy of `image`; any transparency (RGBA, LA, P with transparency) is composited on white."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return on_white(to_8bit(image, f"reference {index}"))
 
 
 def fit_size(image_width: int, image_height: int, height: int, width: int) -> tuple[int, int]:
@@ -100,21 +91,6 @@ def reference_fingerprint(source: ReferenceInput) -> str:
     return hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()
 
 
-def _open_image(path: Path, index: int) -> Image.Image:
-    if not path.is_file():
-        raise FileNotFoundError(f"reference {index}: {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ValueError(f"reference {index}: {path} is an empty file (0 bytes); re-export the image")
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            return handle.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(
-            f"reference {index}: {path} is not a readable image ({error}); use a PNG, JPEG or WebP file"
-        ) from error
-
-
 def _tensor_to_hwc(tensor: torch.Tensor, index: int) -> np.ndarray:
     array = tensor.detach().cpu()
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
@@ -142,12 +118,5 @@ def _array_to_image(array: np.ndarray, index: int) -> Image.Image:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"reference {index}: array dtype {array.dtype} must be uint8 or float in [0, 1]")
-        if not np.isfinite(array).all():
-            raise ValueError(f"reference {index}: array has NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise ValueError(
-                f"reference {index}: float array values span [{array.min():.3g}, {array.max():.3g}]; "
-                "expected [0, 1] (or pass uint8)"
-            )
-        array = np.round(array * 255).astype(np.uint8)
+        array = unit_float_to_uint8(array, f"reference {index} (float array)")
     return Image.fromarray(np.ascontiguousarray(array))
