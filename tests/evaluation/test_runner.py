@@ -72,14 +72,23 @@ def test_cli_scores_good_cases_reports_bad_ones_and_writes_the_report(eval_folde
     out = root / "report"
     assert (
         main(["eval", "--videos", str(videos), "--cases", str(cases), "--out", str(out), "--frames", "6"])
-        == 0
+        == 1  # four cases failed
     )
-    printed = capsys.readouterr().out
-    assert "not comparable" in printed
+    printed = capsys.readouterr()
+    assert (
+        "not comparable" in printed.out and "3 of 7 cases scored (0 with a warning), 4 failed" in printed.out
+    )
+    assert len([line for line in printed.err.splitlines() if line.startswith("warning: ")]) == 4
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["cases"]) == ["left", "right", "square"]
-    assert metrics["num_scored"] == 3 and metrics["num_cases"] == 7
+    assert metrics["num_scored"] == 3 and metrics["num_cases"] == 7 and metrics["num_failed"] == 4
+    assert sorted(f["id"] or f"line {f['line']}" for f in metrics["failed_cases"]) == [
+        "empty",
+        "line 7",
+        "noref",
+        "novideo",
+    ]
     errors = {(e["case"], e["stage"]): e["error"] for e in metrics["errors"]}
     assert "0 frames" in errors[("empty", "scoring")] or "no video stream" in errors[("empty", "scoring")]
     assert "gone.png" in errors[("noref", "case file")]

@@ -1,8 +1,14 @@
-"""`kaleido-s2v eval`: score generated videos, compare two runs, or run OpenS2V-Eval's case list."""
+"""`kaleido-s2v eval`: score generated videos, compare two runs, or run OpenS2V-Eval's case list.
+
+Exit status: 0 when every case was scored; 1 when any case failed (after metrics.json, cases.csv and
+the report are written for the others), each failure printed as one `warning:` line on stderr;
+2 when the run could not start (the command line, the videos folder, the case file, the backend).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -11,7 +17,8 @@ def register(subparsers) -> None:
         help="score generated videos against their cases and write a report",
         description=(
             "Score <videos>/<id>.mp4 against a case file (or OpenS2V-Eval's case list) and write "
-            "metrics.json, cases.csv and report.html to --out; or put two reports side by side with --compare."
+            "metrics.json, cases.csv and report.html to --out; or put two reports side by side with --compare. "
+            "Exits 1 when any case failed (the others are still scored and reported)."
         ),
     )
     parser.add_argument("--videos", help="folder of <case id>.mp4 videos")
@@ -114,9 +121,29 @@ def run(args: argparse.Namespace) -> int:
             "" if not chance or chance[name]["mean"] is None else f"   chance {chance[name]['mean']:.4f}"
         )
         print(f"{name:22s} {value:>8s}  (n={figure['n']}){control}")
-    for error in payload["errors"]:
-        print(f"error: case {error['case']} (line {error['line']}, {error['stage']}): {error['error']}")
+    for line in warning_lines(payload):
+        print(line, file=sys.stderr)
     print(
-        f"scored {payload['num_scored']} of {payload['num_cases']} cases; wrote {Path(args.out) / 'metrics.json'}"
+        f"{payload['num_scored']} of {payload['num_cases']} cases scored ({payload['num_warnings']} with a "
+        f"warning), {payload['num_failed']} failed; wrote {Path(args.out) / 'metrics.json'}"
     )
-    return 0
+    return 1 if payload["num_failed"] else 0
+
+
+def warning_lines(payload: dict) -> list[str]:
+    """One line per failed case, per failed chance control and per case scored with a warning."""
+    from kaleido_s2v.evaluation.runner import CHANCE_STAGE
+
+    lines = []
+    for error in payload["errors"]:
+        outcome = "chance control failed" if error["stage"] == CHANCE_STAGE else f"failed ({error['stage']})"
+        lines.append(f"warning: {_case_name(error['case'], error['line'])} {outcome}: {error['error']}")
+    for warning in payload["warnings"]:
+        lines.append(
+            f"warning: {_case_name(warning['id'], warning['line'])} scored anyway: {warning['reason']}"
+        )
+    return lines
+
+
+def _case_name(case_id: str | None, line: int) -> str:
+    return f"line {line}" if case_id is None else f"case {case_id} (line {line})"

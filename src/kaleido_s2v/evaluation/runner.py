@@ -1,8 +1,14 @@
 """`kaleido-s2v eval`: score a folder of `<id>.mp4` videos against a case file and write a report.
 
 Per-video results are cached by (video sha256, case, metric config) under `<out>/cache/`, so a
-rerun only scores what changed. A bad case line, a missing video or reference, or an unreadable
-video is recorded in `errors` with its reason; every other case is still scored.
+rerun only scores what changed.
+
+Each case stands alone: a bad case line, a missing, empty (0-byte), truncated or non-video file, a
+video `scoring.check_video_fit` finds unfit (under 2 frames, or under 16 px a side), a reference
+image that cannot be read (missing, not an image, a decompression bomb), or any other error while
+scoring fails that case only. It is recorded with its reason (one line) in `errors` and
+`failed_cases`, and every other case is still scored. A scored video whose size differs from the
+run's is kept and recorded in `warnings` (`size_warnings`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +27,12 @@ import numpy as np
 from kaleido_s2v.atomic import write_json_atomic, write_text_atomic
 from kaleido_s2v.cases import Case, CaseError, read_cases, split_cases
 from kaleido_s2v.evaluation.config import EvalConfig
-from kaleido_s2v.evaluation.scoring import Backend, VideoScore, make_backend, score_video
+from kaleido_s2v.evaluation.scoring import Backend, VideoScore, check_video_fit, make_backend, score_video
 from kaleido_s2v.evaluation.summary import MOTION_UNIFORM_CHANCE, case_row, summarise
 from kaleido_s2v.hashing import file_sha256
 
 CACHE_DIR = "cache"
+CHANCE_STAGE = "chance control"  # an error at this stage leaves its case scored, only the control missing
 UNAVAILABLE_OFFLINE = {
     "text_alignment": "not available offline: needs CLIP (the model backend with --clip)",
     "aesthetics": "not available offline: needs the LAION head on CLIP ViT-L/14 (--clip and --aesthetic)",
@@ -47,12 +55,52 @@ def cache_key(video_sha256: str, case: Case, config: EvalConfig) -> str:
 
 @dataclass
 class EvalResult:
-    """What one run produced: scores by case id, the chance control's scores, and the errors."""
+    """What one run produced: scores by case id, the chance control's scores, the errors (one per
+    failed case or failed chance control) and the warnings about scored cases."""
 
     scores: dict[str, VideoScore] = field(default_factory=dict)
     chance: dict[str, VideoScore] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
     cached: int = 0
+
+
+def _error(case: Case, stage: str, reason: str) -> dict:
+    return {"case": case.id, "line": case.line, "stage": stage, "error": reason}
+
+
+def failure_reason(error: Exception) -> str:
+    """An exception as one line: the message alone for the ValueError / OSError this package raises
+    on bad input (it names the file), else prefixed with the exception's type, which the message of an
+    unexpected error may not say."""
+    message = " ".join(str(error).split())
+    if message and isinstance(error, (ValueError, OSError)):
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def size_warnings(scored: list[tuple[Case, VideoScore]]) -> list[dict]:
+    """One warning ({id, line, reason}) per scored video whose width x height differs from the run's
+    size: the size most of the run's scored videos share (on a tie, the earliest case's).
+
+    Cases carry no size, so the run sets it. Such a video (another resolution or aspect: from another
+    run, or a generator's fallback) is still scored, since every figure is normalised by frame size,
+    but the run's means then mix generation settings.
+    """
+    sizes = Counter((score.width, score.height) for _, score in scored)
+    if len(sizes) < 2:
+        return []
+    (width, height), count = sizes.most_common(1)[0]
+    return [
+        {
+            "id": case.id,
+            "line": case.line,
+            "reason": f"video {score.video} is {score.width}x{score.height}, not the run's "
+            f"{width}x{height} ({count} of its {len(scored)} scored videos)",
+        }
+        for case, score in scored
+        if (score.width, score.height) != (width, height)
+    ]
 
 
 def _score_cached(
@@ -63,9 +111,12 @@ def _score_cached(
         key_path = cache / f"{cache_key(file_sha256(video), case, config)}.json"
         if key_path.is_file():
             try:
-                return VideoScore.from_json(json.loads(key_path.read_text())), True
+                cached = VideoScore.from_json(json.loads(key_path.read_text()))
             except (json.JSONDecodeError, TypeError, KeyError):
                 pass  # a damaged cache entry is recomputed
+            else:  # an entry may predate the checks
+                check_video_fit(cached.num_frames, cached.width, cached.height, str(video))
+                return cached, True
     score = score_video(video, case, config, backend)
     if key_path is not None:
         write_json_atomic(key_path, score.to_json())
@@ -95,7 +146,12 @@ def evaluate(
 ) -> EvalResult:
     """Score `<videos>/<id>.mp4` for every case; with `controls`, also each case's references
     against another case's video (the "chance" control): from `chance_videos/<id>.mp4` (e.g. the
-    ground-truth clips) when given, else from `videos`."""
+    ground-truth clips) when given, else from `videos`.
+
+    Any exception while scoring one case (or its control) is recorded against it with
+    `failure_reason` and the run goes on; only a missing videos folder, an unreadable case file or a
+    backend that cannot load stops it. Scored videos of an odd size get `size_warnings`.
+    """
     from tqdm import tqdm
 
     config = config or EvalConfig()
@@ -117,25 +173,17 @@ def evaluate(
     for case in tqdm(case_list, desc="eval", unit="video", disable=not progress):
         video = videos / f"{case.id}.mp4"
         if not video.is_file():
-            result.errors.append(
-                {
-                    "case": case.id,
-                    "line": case.line,
-                    "stage": "video",
-                    "error": f"no video {video} (expected <id>.mp4)",
-                }
-            )
+            result.errors.append(_error(case, "video", f"no video {video} (expected <id>.mp4)"))
             continue
         try:
             score, hit = _score_cached(video, case, config, backend, cache)
-        except (FileNotFoundError, ValueError) as error:
-            result.errors.append(
-                {"case": case.id, "line": case.line, "stage": "scoring", "error": str(error)}
-            )
+        except Exception as error:  # one case's failure, whatever it is, must not stop the others
+            result.errors.append(_error(case, "scoring", failure_reason(error)))
             continue
         result.scores[case.id] = score
         result.cached += hit
         scored.append((case, video))
+    result.warnings = size_warnings([(case, result.scores[case.id]) for case, _ in scored])
 
     if controls and len(scored) >= 2:
         order = derangement(len(scored))
@@ -147,29 +195,41 @@ def evaluate(
                 other_video = Path(chance_videos) / f"{other_case.id}.mp4"
             try:
                 score, hit = _score_cached(other_video, case, config, backend, cache)
-            except (FileNotFoundError, ValueError) as error:
-                result.errors.append(
-                    {"case": case.id, "line": case.line, "stage": "chance control", "error": str(error)}
-                )
+            except Exception as error:  # as above: the other controls still run
+                result.errors.append(_error(case, CHANCE_STAGE, failure_reason(error)))
                 continue
             result.chance[case.id] = score
             result.cached += hit
     return result
 
 
+def failed_cases(result: EvalResult) -> list[dict]:
+    """Every case that was not scored, as {id, line, reason} (id None for a case line without one):
+    each error but a chance control's."""
+    return [
+        {"id": error["case"], "line": error["line"], "reason": error["error"]}
+        for error in result.errors
+        if error["stage"] != CHANCE_STAGE
+    ]
+
+
 def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note: str | None = None) -> dict:
-    """The metrics.json document."""
+    """The metrics.json document: `num_cases` = `num_scored` + `num_failed`."""
     summary = summarise(list(result.scores.values()))
+    failed = failed_cases(result)
     payload = {
         "backend": config.backend,
         "comparability": config.comparability if note is None else f"{config.comparability}; {note}",
         "config": config.to_json(),
         "config_fingerprint": config.fingerprint(),
         "sources": sources,
-        "num_cases": len(result.scores)
-        + len({e["case"] for e in result.errors if e["stage"] != "chance control"}),
+        "num_cases": len(result.scores) + len(failed),
         "num_scored": len(result.scores),
+        "num_failed": len(failed),
+        "num_warnings": len(result.warnings),
         "num_errors": len(result.errors),
+        "failed_cases": failed,
+        "warnings": result.warnings,
         "errors": result.errors,
         "summary": summary,
         "controls": {
@@ -192,20 +252,21 @@ def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note:
 
 
 def cases_csv(result: EvalResult) -> str:
-    """Per-case CSV: one row per scored case, then one per failed case with its error; None → empty."""
+    """Per-case CSV: one row per scored case (with its warning, if any), then one per failed case with
+    its error; None → empty."""
     from kaleido_s2v.evaluation.summary import CASE_COLUMNS
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", *CASE_COLUMNS, "error"])
+    writer.writerow(["case_id", *CASE_COLUMNS, "error", "warning"])
+    warned = {warning["id"]: warning["reason"] for warning in result.warnings}
     for case_id, score in sorted(result.scores.items()):
         row = case_row(score)
-        writer.writerow([case_id, *("" if row[c] is None else _fmt(row[c]) for c in CASE_COLUMNS), ""])
-    for error in result.errors:
-        if error["stage"] != "chance control":
-            writer.writerow(
-                [error["case"] or f"line {error['line']}", *([""] * len(CASE_COLUMNS)), error["error"]]
-            )
+        values = ("" if row[c] is None else _fmt(row[c]) for c in CASE_COLUMNS)
+        writer.writerow([case_id, *values, "", warned.get(case_id, "")])
+    for failure in failed_cases(result):
+        name = failure["id"] or f"line {failure['line']}"
+        writer.writerow([name, *([""] * len(CASE_COLUMNS)), failure["reason"], ""])
     return buffer.getvalue()
 
 
@@ -229,6 +290,7 @@ def run_eval(
 ) -> dict:
     """Evaluate and write `<out>/metrics.json`, `<out>/cases.csv` and `<out>/report.html`; return metrics.
 
+    A failed case does not raise: it is in the metrics' `failed_cases` (the CLI then exits 1).
     case_errors: errors found before evaluation (e.g. by the OpenS2V converter), reported with the rest.
     """
     config = config or EvalConfig()

@@ -25,6 +25,8 @@ from kaleido_s2v.evaluation.references import (
 )
 
 OFFLINE_ANALYSIS_WIDTH = 256  # the offline backend works on frames downscaled to this width
+MIN_FRAMES = 2  # motion amplitude, smoothness and direction compare frames
+MIN_SIDE = 16  # px: the optical-flow window (15 px, motion.flow_metrics) must fit in a frame
 
 
 class Backend(Protocol):
@@ -117,6 +119,34 @@ def sample_indices(num_frames: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, num_frames - 1, min(count, num_frames)).round().astype(int).tolist()))
 
 
+def check_video_fit(num_frames: int, width: int, height: int, name: str) -> None:
+    """Raise ValueError naming the video when it is unfit for scoring: fewer than MIN_FRAMES frames
+    (every motion metric compares frames), or a side under MIN_SIDE px (Farneback flow averages over a
+    15-px window, SSIM over a 7-px one). Measured on the moving-ball scene scaled down: motion amplitude
+    reads 0.004-0.016 from 128x96 down to 12x9, 0.075 at 8x6; a side under 7 px makes decoupling raise;
+    2x2 scores motion 0 and decoupling 1.0. Neither backend needs more: both resize their crops."""
+    if num_frames < MIN_FRAMES:
+        raise ValueError(
+            f"video {name} has {num_frames} frame(s); scoring needs at least {MIN_FRAMES} (motion compares frames)"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(
+            f"video {name} is {width}x{height}; scoring needs at least {MIN_SIDE} px a side "
+            "(the optical-flow window is 15 px)"
+        )
+
+
+def _read_frames(path: Path) -> np.ndarray:
+    """Decode a video file; FileNotFoundError when missing, ValueError naming it when empty (0 bytes),
+    truncated or not a video."""
+    from kaleido_s2v.video_io import read_video
+
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"video {path} is empty (0 bytes)")
+    frames, _ = read_video(path)
+    return frames
+
+
 def _resize_frames(frames: np.ndarray, width: int) -> np.ndarray:
     import cv2
 
@@ -134,22 +164,18 @@ def score_video(
 ) -> VideoScore:
     """Score one video (a path, or (F, H, W, 3) uint8 frames) against `case`'s references and prompt.
 
-    Raises FileNotFoundError for a missing video or reference and ValueError for an unreadable or
-    empty one, naming the file.
+    Raises FileNotFoundError for a missing video or reference and ValueError naming the file for an
+    unreadable, empty or truncated one, and for a video `check_video_fit` finds unfit.
     """
-    from kaleido_s2v.video_io import read_video
-
     config = config or EvalConfig()
     backend = backend or make_backend(config)
     if isinstance(video, np.ndarray):
         frames, name = video, "<frames>"
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-        if len(frames) == 0:
-            raise ValueError("the video has 0 frames; there is nothing to score")
     else:
-        frames, _ = read_video(video)
-        name = str(Path(video))
+        frames, name = _read_frames(Path(video)), str(Path(video))
+    check_video_fit(len(frames), frames.shape[2], frames.shape[1], name)
     references = [load_reference(ref.path, ref.label) for ref in case.references]
     for reference in references:
         reference.subject = backend.subject_mask(reference)
