@@ -71,6 +71,20 @@ def test_jsonl_fields_defaults_and_optional_values(tmp_path):
         ('{"id": "a", "prompt": "p", "references": ["ok.png"], "seed": -1}', "'seed'"),
         ('{"id": "a", "prompt": "p", "references": ["ok.png"], "sede": 1}', "unknown field"),
         ('{"id": "a", "prompt": "p", "references": ["missing.png"]}', "not found"),
+        (
+            '{"id": "a", "prompt": "a \\ud800 cat", "references": ["ok.png"]}',
+            "'prompt': character 3 (U+D800)",
+        ),
+        (
+            '{"id": "a", "prompt": "p", "references": ["ok.png"], "negative_prompt": "\\udcff"}',
+            "'negative_prompt': character 1 (U+DCFF)",
+        ),
+        (
+            '{"id": "a", "prompt": "p", "references": [{"path": "ok.png", "label": "c\\udfffat"}]}',
+            "reference 1: 'label': character 2 (U+DFFF)",
+        ),
+        ('{"id": "a\\ud800", "prompt": "p", "references": ["ok.png"]}', "'id': character 2 (U+D800)"),
+        (json.dumps({"id": "x" * 300, "prompt": "p", "references": ["ok.png"]}), "300 bytes in UTF-8"),
     ],
 )
 def test_a_bad_jsonl_line_is_reported_and_the_others_still_returned(tmp_path, line, reason_part):
@@ -137,3 +151,27 @@ def test_write_then_read_round_trips(tmp_path):
     out = write_cases_jsonl(tmp_path / "out" / "cases.jsonl", [case])
     assert json.loads(out.read_text())["references"][0]["path"] == "../refs/cat.png"
     assert read_cases(out) == [case]
+
+
+def test_ids_are_limited_in_utf8_bytes_so_their_file_names_fit(tmp_path):
+    _touch(tmp_path / "ok.png")
+    lines = [{"id": "é" * 100, "prompt": "p", "references": ["ok.png"]}]  # 200 bytes: the limit
+    lines.append({"id": "é" * 101, "prompt": "p", "references": ["ok.png"]})  # 101 characters, 202 bytes
+    case_file = tmp_path / "cases.jsonl"
+    case_file.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    fits, too_long = read_cases(case_file)
+    assert isinstance(fits, Case) and len(fits.id) == 100
+    assert isinstance(too_long, CaseError) and "202 bytes in UTF-8" in too_long.reason
+    assert "at most 200" in too_long.reason and too_long.id is None  # the line names it, not the long id
+    for suffix in (".mp4", ".json"):  # every name derived from the longest id can be created
+        (tmp_path / f".{fits.id}.1f2e3d4c.tmp{suffix}").write_bytes(b"")
+
+
+def test_bytes_that_are_not_utf8_spoil_only_their_line(tmp_path):
+    _touch(tmp_path / "a.png")
+    case_file = tmp_path / "cases.txt"
+    case_file.write_bytes("caf\xe9 au lait@@a.png\na cat@@a.png\n".encode("latin-1"))
+    bad, good = read_cases(case_file)
+    assert isinstance(bad, CaseError) and bad.line == 1 and bad.id == "00001"
+    assert "prompt: character 4 (U+DCE9) is not valid text" in bad.reason and "UTF-8" in bad.reason
+    assert isinstance(good, Case) and good.prompt == "a cat"

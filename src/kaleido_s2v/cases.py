@@ -11,7 +11,9 @@ Two formats, chosen by the file's suffix:
   label is the image's file stem.
 
 Reference paths are relative to the case file. A bad line becomes a `CaseError` carrying its line
-number and reason; every other line is still returned, in file order.
+number and reason; every other line is still returned, in file order. Bytes that are not UTF-8 spoil
+only their own line: they are read as surrogate escapes, which `check_text` refuses in a prompt,
+negative prompt, id or label.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 JSONL_SUFFIX = ".jsonl"
 LINE_SEPARATOR = "@@"
 _FORBIDDEN_ID_CHARACTERS = frozenset('/\\:*?"<>|\0\n\r\t')
+# An id names `<id>.mp4`, `<id>.json` and their atomic temporaries (`.<id>.1f2e3d4c.tmp.json`, id + 19
+# bytes); file names are at most 255 bytes (Linux NAME_MAX), so 200 leaves room for every derived name.
+MAX_ID_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def read_cases(path: str | os.PathLike, check_files: bool = True) -> list[Case |
     parse_line = _parse_jsonl_line if path.suffix.lower() == JSONL_SUFFIX else _parse_at_line
     items: list[Case | CaseError] = []
     seen_ids: dict[str, int] = {}
-    text = path.read_text(encoding="utf-8-sig")
+    text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")  # see check_text
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -147,6 +152,24 @@ def write_cases_jsonl(path: str | os.PathLike, cases: list[Case]) -> Path:
     return path
 
 
+def check_text(text: str, name: str) -> None:
+    """Refuse text that is not valid Unicode: one holding a lone surrogate (U+D800-U+DFFF).
+
+    A surrogate is what Python makes of bytes that are not UTF-8 (in command-line arguments, or in a
+    case file: U+DC80-U+DCFF stand for the bytes 0x80-0xFF), or of a `\\ud800` escape in JSON. No
+    tokenizer or file can encode it, and guessing the intended encoding would silently change the
+    text, so the ValueError names `name` and the (1-based) position of the first bad character.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        raise ValueError(
+            f"{name}: character {error.start + 1} (U+{code:04X}) is not valid text (a byte that is not "
+            "UTF-8, or half of a surrogate pair); give the text in UTF-8"
+        ) from None
+
+
 class _LineError(ValueError):
     def __init__(self, reason: str, case_id: str | None = None) -> None:
         super().__init__(reason)
@@ -158,9 +181,25 @@ def line_id(number: int) -> str:
     return f"{number:05d}"
 
 
+def _check_line_text(text: str, name: str, case_id: str | None) -> None:
+    """`check_text` for a field of a case-file line: its error becomes the line's `CaseError`."""
+    try:
+        check_text(text, name)
+    except ValueError as error:
+        raise _LineError(str(error), case_id) from None
+
+
 def _check_id(case_id: object) -> str:
+    """An id names output files: valid text, at most MAX_ID_BYTES in UTF-8, no path or reserved characters."""
     if not isinstance(case_id, str) or not case_id.strip():
         raise _LineError(f"'id' must be a non-empty string, got {case_id!r}")
+    _check_line_text(case_id, "'id'", None)
+    size = len(case_id.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise _LineError(
+            f"id {case_id[:40]!r}... is {size} bytes in UTF-8; ids name output files, so use at most "
+            f"{MAX_ID_BYTES}"
+        )
     if case_id != case_id.strip() or case_id in (".", "..") or case_id.startswith("."):
         raise _LineError(f"id {case_id!r} cannot name a file; use letters, digits, '_', '-' and '.'")
     bad = sorted(set(case_id) & _FORBIDDEN_ID_CHARACTERS)
@@ -184,6 +223,7 @@ def _parse_jsonl_line(raw: str, number: int, base: Path) -> Case:
     prompt = payload.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise _LineError(f"'prompt' must be a non-empty string, got {prompt!r}", case_id)
+    _check_line_text(prompt, "'prompt'", case_id)
     raw_references = payload.get("references")
     if not isinstance(raw_references, list) or not raw_references:
         raise _LineError(
@@ -201,11 +241,15 @@ def _parse_jsonl_line(raw: str, number: int, base: Path) -> Case:
         label = entry.get("label")
         if label is not None and (not isinstance(label, str) or not label.strip()):
             raise _LineError(f"reference {index}: 'label' must be a non-empty string, got {label!r}", case_id)
+        if label is not None:
+            _check_line_text(label, f"reference {index}: 'label'", case_id)
         resolved = _resolve(entry["path"], base)
         references.append(CaseReference(path=resolved, label=label.strip() if label else resolved.stem))
     negative = payload.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         raise _LineError(f"'negative_prompt' must be a string, got {negative!r}", case_id)
+    if negative is not None:
+        _check_line_text(negative, "'negative_prompt'", case_id)
     seed = payload.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise _LineError(f"'seed' must be a non-negative integer, got {seed!r}", case_id)
@@ -225,6 +269,7 @@ def _parse_at_line(raw: str, number: int, base: Path) -> Case:
     prompt, images = parts[0], parts[1:]
     if not prompt:
         raise _LineError("empty prompt before the first '@@'", case_id)
+    _check_line_text(prompt, "prompt", case_id)
     if not images:
         raise _LineError("no reference images; expected 'prompt@@image1[@@image2...]'", case_id)
     if any(not image for image in images):

@@ -84,6 +84,18 @@ def test_flags_override_the_generation_config(tiny_model_dir, reference_files, t
             ["--prompt", "a cat", "--out", "x.mp4", "--ref", "missing.png"],
             "reference 0: missing.png does not exist",
         ),
+        (["--prompt", "a cat", "--out", "x.mp4", "--fps", "0"], "fps 0 is not a frame rate"),
+        (["--prompt", "a cat", "--out", "x.gif", "--fps", "-5"], "fps -5 is not a frame rate"),
+        (["--prompt", "a cat", "--out", "x.gif", "--fps", "120"], "at most 100 fps"),
+        (["--batch", "cases.txt", "--out-dir", "out", "--fps", "0"], "fps 0 is not a frame rate"),
+        (["--prompt", "a cat", "--out", "x.mp4", "--guidance", "nan"], "--guidance nan is not a finite"),
+        (["--prompt", "a cat \udcff walks", "--out", "x.mp4"], "--prompt: character 7 (U+DCFF)"),
+        (
+            ["--prompt", "a cat", "--negative-prompt", "\ud800", "--out", "x.mp4"],
+            "--negative-prompt: character 1 (U+D800)",
+        ),
+        (["--prompt", "a cat", "--out", "x.mp4", "--device", "banana"], "--device 'banana' is not a torch"),
+        (["--prompt", "a cat", "--out", "x.mp4", "--device", "meta"], "meta devices are not supported"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
@@ -253,3 +265,165 @@ def test_batch_never_replaces_a_video_it_did_not_write(tiny_model_dir, reference
     captured = capsys.readouterr()
     assert "skipping case 00001" in captured.err and "1 generated, 0 already done, 1 failed" in captured.out
     assert (out_dir / "00001.mp4").read_bytes() == b"the user's video"
+
+
+def _write_jsonl(path, cases) -> None:
+    path.write_text("".join(json.dumps(case) + "\n" for case in cases))
+
+
+def test_batch_reports_any_error_of_one_case_and_finishes_the_others(
+    tiny_model_dir, reference_files, tmp_path, monkeypatch, capsys
+):
+    import torch
+
+    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+
+    encode_prompt = KaleidoPipeline.encode_prompt
+
+    def out_of_memory_for_one_prompt(self, prompts, *args, **kwargs):
+        if "a huge scene" in prompts:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+        return encode_prompt(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(KaleidoPipeline, "encode_prompt", out_of_memory_for_one_prompt)
+    (tmp_path / "cases.txt").write_text(
+        f"a huge scene@@{reference_files[0]}\na dog runs@@{reference_files[1]}\n"
+    )
+    out_dir = tmp_path / "out"
+    batch = ["--batch", str(tmp_path / "cases.txt"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 1
+    captured = capsys.readouterr()
+    assert (
+        "skipping case 00001 (line 1): OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        in captured.err
+    )
+    assert "1 generated, 0 already done, 1 failed" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00002.json", "00002.mp4"]
+
+
+def test_batch_stops_on_keyboard_interrupt(tiny_model_dir, reference_files, tmp_path, monkeypatch):
+    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KaleidoPipeline, "encode_prompt", interrupted)
+    (tmp_path / "cases.txt").write_text(f"a cat sits@@{reference_files[0]}\n")
+    with pytest.raises(KeyboardInterrupt):
+        _generate(tiny_model_dir, "--batch", str(tmp_path / "cases.txt"), "--out-dir", str(tmp_path / "out"))
+
+
+def test_batch_decompression_bomb_reference_fails_only_its_case(
+    tiny_model_dir, reference_files, tmp_path, monkeypatch, capsys
+):
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (100, 100), "white").save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # bomb: 10000 pixels; the references: 800, 768
+    (tmp_path / "cases.txt").write_text(f"a white wall@@{bomb}\na block slides@@{reference_files[0]}\n")
+    out_dir = tmp_path / "out"
+    batch = ["--batch", str(tmp_path / "cases.txt"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 1
+    captured = capsys.readouterr()
+    assert "skipping case 00001 (line 1):" in captured.err and "bomb.png" in captured.err
+    assert "1 generated, 0 already done, 1 failed" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00002.json", "00002.mp4"]
+
+
+def test_prompt_with_a_lone_surrogate_in_a_case_file_fails_only_its_case(
+    tiny_model_dir, reference_files, tmp_path, capsys
+):
+    reference = str(reference_files[0])
+    _write_jsonl(
+        tmp_path / "cases.jsonl",
+        [
+            {"id": "broken", "prompt": "a \ud800 cat", "references": [reference]},
+            {"id": "fine", "prompt": "a cat", "references": [reference]},
+        ],
+    )
+    out_dir = tmp_path / "out"
+    batch = ["--batch", str(tmp_path / "cases.jsonl"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 1
+    captured = capsys.readouterr()
+    assert "line 1 (case 'broken'): 'prompt': character 3 (U+D800) is not valid text" in captured.err
+    assert "1 generated, 0 already done, 1 failed" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["fine.json", "fine.mp4"]
+
+
+def test_case_id_too_long_for_a_file_name_fails_only_its_case(
+    tiny_model_dir, reference_files, tmp_path, capsys
+):
+    reference = str(reference_files[0])
+    cases = [{"id": "x" * 300, "prompt": "a cat", "references": [reference]}]
+    cases.append({"id": "fine", "prompt": "a cat", "references": [reference]})
+    _write_jsonl(tmp_path / "cases.jsonl", cases)
+    out_dir = tmp_path / "out"
+    batch = ["--batch", str(tmp_path / "cases.jsonl"), "--out-dir", str(out_dir), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 1
+    captured = capsys.readouterr()
+    assert "line 1: id 'xxxx" in captured.err and "is 300 bytes in UTF-8" in captured.err
+    assert "1 generated, 0 already done, 1 failed" in captured.out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["fine.json", "fine.mp4"]
+
+
+def test_fps_zero_from_the_model_config_is_refused_before_sampling(tmp_path):
+    from kaleido_s2v.pipelines.generate import generate_to_file
+
+    class NoPipeline:
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("sampled although the frame rate cannot be written")
+
+    model = type("Model", (), {"pipeline": NoPipeline()})()
+    with pytest.raises(ValueError, match="fps 0 is not a frame rate"):
+        generate_to_file(model, {"fps": 0, "seed": 0}, tmp_path / "clip.mp4")
+
+
+@pytest.mark.parametrize(
+    ("device", "built", "count", "message"),
+    [
+        ("cuda", False, 0, "--device cuda: torch was built without CUDA; use --device cpu or install a CUDA"),
+        ("cuda:0", True, 0, "--device cuda:0: torch sees no CUDA GPU"),
+        ("cuda:3", True, 1, "--device cuda:3: this machine has 1 CUDA GPU(s), cuda:0 to cuda:0"),
+    ],
+)
+def test_unusable_cuda_device_is_a_clear_error(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, device, built, count, message
+):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: built)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.chdir(tmp_path)
+    assert _generate(tiny_model_dir, "--prompt", "a cat", "--out", "x.mp4", "--device", device) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_truncated_prompt_is_warned_about_and_recorded(tiny_model_dir, reference_files, tmp_path, capsys):
+    args = ["--ref", str(reference_files[0]), "--steps", "1"]
+    assert _generate(tiny_model_dir, *args, "--prompt", "a cat walks", "--out", str(tmp_path / "short")) == 0
+    short = json.loads((tmp_path / "short.json").read_text())
+    assert (short["prompt_tokens"], short["prompt_truncated"]) == (4, False)
+    assert "warning" not in capsys.readouterr().err
+
+    long_prompt = "a cat walks " * 300
+    assert _generate(tiny_model_dir, *args, "--prompt", long_prompt, "--out", str(tmp_path / "long")) == 0
+    recorded = json.loads((tmp_path / "long.json").read_text())
+    assert (recorded["prompt_tokens"], recorded["prompt_truncated"], recorded["max_sequence_length"]) == (
+        901,
+        True,
+        512,
+    )
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "warning: the prompt is 901 tokens, more than the 512 the model reads (max_sequence_length); "
+        "the rest is cut off: shorten the prompt"
+    ]
+
+
+def test_truncated_prompt_in_a_batch_names_its_case(tiny_model_dir, reference_files, tmp_path, capsys):
+    case = {"id": "wordy", "prompt": "a cat walks " * 300, "references": [str(reference_files[0])]}
+    _write_jsonl(tmp_path / "cases.jsonl", [case])
+    batch = ["--batch", str(tmp_path / "cases.jsonl"), "--out-dir", str(tmp_path / "out"), "--steps", "1"]
+    assert _generate(tiny_model_dir, *batch) == 0
+    assert "warning: case wordy (line 1): the prompt is 901 tokens" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "wordy.json").read_text())["prompt_truncated"] is True

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kaleido_s2v.pipelines.generation_config import shifted_sigmas
-from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+from kaleido_s2v.pipelines.kaleido import KaleidoPipeline, count_prompt_tokens
 from kaleido_s2v.pipelines.references import prepare_references
 from tiny_components import tiny_generation_config
 
@@ -296,3 +296,13 @@ def test_wan_unipc_preset_runs_on_wan_sigmas(reference_files):
     sigmas[0] -= 1e-6  # diffusers keeps sigma below 1 for UniPC's log(alpha)
     expected = (sigmas * 1000).astype(np.int64)  # UniPC hands the model integer timesteps
     assert [int(call["timestep"][0]) for call in recorder.calls] == expected.tolist()
+
+
+@pytest.mark.parametrize("prompt", ["  a cat &amp; a dog   walk ", "a cat walks " * 20])
+def test_count_prompt_tokens_counts_what_encode_prompt_reads(pipe, prompt):
+    limit = 16
+    states = pipe.encode_prompt([prompt], max_sequence_length=limit)[0]  # padding positions are zero
+    read = int((states.abs().sum(-1) != 0).sum())
+    count = count_prompt_tokens(pipe.tokenizer, prompt)
+    assert read == min(count, limit)
+    assert (count > limit) == (prompt.startswith("a cat walks"))

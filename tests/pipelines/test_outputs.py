@@ -43,6 +43,23 @@ def test_gif_has_every_frame_and_the_duration(tmp_path):
         assert gif.info["duration"] == 100
 
 
+@pytest.mark.parametrize(
+    ("name", "fps", "message"),
+    [
+        ("clip.mp4", 0, "fps 0 is not a frame rate"),
+        ("clip.gif", 0, "fps 0 is not a frame rate"),
+        ("clip.gif", -5, "fps -5 is not a frame rate"),
+        ("frames", 0, "fps 0 is not a frame rate"),
+        ("clip.mp4", float("nan"), "fps nan is not a frame rate"),
+        ("clip.gif", 101, "at most 100 fps"),
+    ],
+)
+def test_a_frame_rate_the_output_cannot_play_is_refused(tmp_path, name, fps, message):
+    with pytest.raises(ValueError, match=message):
+        save_frames(_frames(2), tmp_path / name, fps=fps)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_png_frames_folder(tmp_path):
     out = save_frames(_frames(3), tmp_path / "frames", fps=8)
     names = sorted(p.name for p in out.iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         load_model,
         resolve_parameters,
         run_batch,
+        truncation_warning,
     )
     from kaleido_s2v.pipelines.outputs import check_output
 
@@ -99,12 +101,30 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     parameters = resolve_parameters(model, args.prompt, [Path(r) for r in args.ref], settings, args.seed)
+    warning = truncation_warning(parameters)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     out = generate_to_file(model, parameters, args.out, overwrite=args.overwrite)
     print(out)
     return 0
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, flags that cannot work; what depends on the model (sizes, frame
+    counts, steps) is checked by the pipeline before it samples."""
+    from kaleido_s2v.cases import check_text
+    from kaleido_s2v.pipelines.generate import BATCH_SUFFIX
+    from kaleido_s2v.pipelines.outputs import check_fps
+
+    for flag, text in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
+        if text is not None:
+            check_text(text, flag)
+    if args.fps is not None:
+        check_fps(args.fps, args.out or BATCH_SUFFIX)
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise ValueError(
+            f"--guidance {args.guidance} is not a finite number; use a value >= 0 (1 = no guidance)"
+        )
     if args.batch:
         if not args.out_dir:
             raise ValueError("--batch needs --out-dir DIR (one <id>.mp4 per case)")

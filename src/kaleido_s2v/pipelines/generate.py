@@ -2,8 +2,8 @@
 
 `generate --batch` reads a case file (SPEC §9.1, `kaleido_s2v.cases`) and writes `<out_dir>/<id>.mp4`
 and `<out_dir>/<id>.json`. A case is skipped when both exist and the JSON records the same
-resolved parameters (SPEC §10.3), so an interrupted run resumes where it stopped. A bad case is
-reported and skipped; the others still run.
+resolved parameters (SPEC §10.3), so an interrupted run resumes where it stopped. A bad case (a bad
+line, or any error while generating it) is reported in one line and skipped; the others still run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kaleido_s2v.cases import Case, read_cases
 from kaleido_s2v.hashing import file_sha256
-from kaleido_s2v.pipelines.outputs import check_output, save_frames, sidecar_path, write_sidecar
+from kaleido_s2v.pipelines.outputs import check_fps, check_output, save_frames, sidecar_path, write_sidecar
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -41,6 +42,7 @@ RESUME_KEYS = (
 )
 
 _FINGERPRINT_SAMPLE = 1 << 20
+BATCH_SUFFIX = ".mp4"  # --batch writes <out_dir>/<id>.mp4
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,41 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def resolve_device(device: str | None) -> str:
+    """The device to run on: unset, cuda when torch sees a GPU, else cpu. A named device must be cpu,
+    cuda, cuda:N or mps, and usable by this torch build on this machine; otherwise a ValueError says why."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if kind.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ValueError(
+                f"--device {device}: torch was built without CUDA; use --device cpu or install a CUDA build "
+                "of torch"
+            )
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(
+                f"--device {device}: torch sees no CUDA GPU (check the driver and CUDA_VISIBLE_DEVICES); "
+                "use --device cpu"
+            )
+        if kind.index is not None and kind.index >= count:
+            raise ValueError(
+                f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif kind.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
+    elif kind.type != "cpu":
+        raise ValueError(f"--device {device}: {kind.type} devices are not supported; use cpu, cuda or cuda:N")
+    return device
+
+
 def load_model(
     path: str | os.PathLike,
     dtype: str | None = None,
@@ -105,8 +142,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a diffusers-format folder or a release folder (detected from its contents).
 
-    dtype: "bf16" | "fp16" | "fp32" (default bf16 on a GPU, fp32 on CPU); the VAE stays fp32.
-    offload: diffusers' model CPU offload (needs a GPU). vae_tiling: decode in tiles (less memory).
+    device: see `resolve_device`. dtype: "bf16" | "fp16" | "fp32" (default bf16 on a GPU, fp32 on CPU);
+    the VAE stays fp32. offload: diffusers' model CPU offload (needs a GPU). vae_tiling: decode in tiles
+    (less memory).
     """
     import torch
 
@@ -116,7 +154,7 @@ def load_model(
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}")
@@ -131,7 +169,7 @@ def load_model(
             "folder (model/, Wan2.1_VAE.pth, umt5-xxl/)"
         )
     if offload:
-        if device == "cpu":
+        if torch.device(device).type == "cpu":
             raise ValueError("--offload moves models between CPU and GPU; it needs a GPU (device 'cuda')")
         pipeline.enable_model_cpu_offload(device=device)
     else:
@@ -148,8 +186,10 @@ def resolve_parameters(
     settings: GenerationSettings,
     seed: int,
 ) -> dict:
-    """Every parameter a generation uses, resolved against the model's generation_config."""
+    """Every parameter a generation uses, resolved against the model's generation_config, and the prompt's
+    token count (`prompt_tokens`; `prompt_truncated` when it exceeds max_sequence_length)."""
     from kaleido_s2v import __version__
+    from kaleido_s2v.pipelines.kaleido import count_prompt_tokens
     from kaleido_s2v.pipelines.references import reference_fingerprint
 
     pipeline = model.pipeline
@@ -167,6 +207,7 @@ def resolve_parameters(
         if not Path(reference).is_file():
             raise FileNotFoundError(f"reference {index}: {reference} does not exist")
         sha256.append(reference_fingerprint(reference))
+    prompt_tokens = count_prompt_tokens(pipeline.tokenizer, prompt)
     return {
         "prompt": prompt,
         "negative_prompt": config.negative_prompt,
@@ -186,8 +227,30 @@ def resolve_parameters(
         "dtype": model.dtype,
         "device": model.device,
         "max_sequence_length": config.max_sequence_length,  # as the model was trained
+        "prompt_tokens": prompt_tokens,
+        "prompt_truncated": prompt_tokens > config.max_sequence_length,
         "kaleido_s2v_version": __version__,
     }
+
+
+def truncation_warning(parameters: dict) -> str | None:
+    """The warning for resolved `parameters` whose prompt is longer than the text encoder reads, else None."""
+    if not parameters["prompt_truncated"]:
+        return None
+    tokens, limit = parameters["prompt_tokens"], parameters["max_sequence_length"]
+    return (
+        f"the prompt is {tokens} tokens, more than the {limit} the model reads (max_sequence_length); "
+        "the rest is cut off: shorten the prompt"
+    )
+
+
+def describe_error(error: Exception) -> str:
+    """One line for a failed case: the message of a ValueError or OSError (raised with an actionable
+    message), else the exception's type and message, so an unexpected failure is still identifiable."""
+    message = " ".join(str(error).split())
+    if message and isinstance(error, (ValueError, OSError)):
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def generate_to_file(
@@ -196,11 +259,13 @@ def generate_to_file(
     """Generate with resolved `parameters`, write the video (format from `out`), then the side-car JSON.
 
     `out` must be new, empty, or an earlier output of `generate` (`outputs.check_output`); `overwrite`
-    also replaces another file there.
+    also replaces another file there. Both, and the frame rate (`outputs.check_fps`), are checked before
+    sampling.
     """
     import torch
 
     check_output(out, overwrite=overwrite)
+    check_fps(parameters["fps"], out)
     started = time.perf_counter()
     generator = torch.Generator("cpu").manual_seed(parameters["seed"])
     frames = model.pipeline(
@@ -260,10 +325,12 @@ def run_batch(
     log=None,
     overwrite: bool = False,
 ) -> BatchSummary:
-    """Generate `<out_dir>/<id>.mp4` + `.json` for every case, skipping finished and bad ones."""
-    from tqdm.auto import tqdm
+    """Generate `<out_dir>/<id>.mp4` + `.json` for every case, skipping finished and bad ones.
 
-    from kaleido_s2v.cases import Case, read_cases
+    A bad line, or any Exception while a case runs, is logged in one line naming the case and its line,
+    and the batch goes on; KeyboardInterrupt and SystemExit still stop it.
+    """
+    from tqdm.auto import tqdm
 
     log = log or (lambda message: print(message, file=sys.stderr))
     out_dir = Path(out_dir)
@@ -275,26 +342,37 @@ def run_batch(
             log(f"skipping {cases_file} {item}")
             summary.failed.append(item.id or f"line {item.line}")
             continue
-        seed = default_seed if item.seed is None else item.seed
-        case_settings = settings
-        if item.negative_prompt is not None:
-            case_settings = GenerationSettings(
-                **{**settings.__dict__, "negative_prompt": item.negative_prompt}
-            )
-        video = out_dir / f"{item.id}.mp4"
         try:
-            parameters = resolve_parameters(
-                model, item.prompt, [r.path for r in item.references], case_settings, seed
-            )
-            parameters["id"] = item.id
-            parameters["labels"] = item.labels
-            if already_done(video, parameters):
-                summary.skipped_done.append(item.id)
-                continue
-            generate_to_file(model, parameters, video, overwrite=overwrite)
-        except (ValueError, OSError) as error:
-            log(f"skipping case {item.id} (line {item.line}): {error}")
+            done = _run_case(model, item, out_dir, settings, default_seed, overwrite, log)
+        except Exception as error:  # one case's failure, whatever it is, never stops the others
+            log(f"skipping case {item.id} (line {item.line}): {describe_error(error)}")
             summary.failed.append(item.id)
             continue
-        summary.generated.append(item.id)
+        (summary.skipped_done if done else summary.generated).append(item.id)
     return summary
+
+
+def _run_case(
+    model: LoadedModel,
+    item: Case,
+    out_dir: Path,
+    settings: GenerationSettings,
+    default_seed: int,
+    overwrite: bool,
+    log,
+) -> bool:
+    """Generate one case of `run_batch`; True when it was already done (nothing written)."""
+    seed = default_seed if item.seed is None else item.seed
+    if item.negative_prompt is not None:
+        settings = GenerationSettings(**{**settings.__dict__, "negative_prompt": item.negative_prompt})
+    parameters = resolve_parameters(model, item.prompt, [r.path for r in item.references], settings, seed)
+    parameters["id"] = item.id
+    parameters["labels"] = item.labels
+    video = out_dir / f"{item.id}{BATCH_SUFFIX}"
+    if already_done(video, parameters):
+        return True
+    warning = truncation_warning(parameters)
+    if warning:
+        log(f"warning: case {item.id} (line {item.line}): {warning}")
+    generate_to_file(model, parameters, video, overwrite=overwrite)
+    return False

@@ -55,6 +55,13 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
 
 
+def count_prompt_tokens(tokenizer, prompt: str) -> int:
+    """Tokens the text encoder gets for `prompt` before truncation: cleaned as `encode_prompt` cleans it,
+    special tokens (UMT5's end-of-text) included. `encode_prompt` keeps at most max_sequence_length of
+    them, so a larger count means the end of the prompt is cut off."""
+    return len(tokenizer(clean_prompt(prompt), add_special_tokens=True, verbose=False).input_ids)
+
+
 def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """v = v_uncond + g (v_cond - v_uncond) (SPEC §5)."""
     return uncond + guidance_scale * (cond - uncond)

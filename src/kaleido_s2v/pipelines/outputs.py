@@ -8,6 +8,8 @@ Every artifact is written atomically, and nothing that `generate` did not write 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -19,6 +21,7 @@ from kaleido_s2v.video_io import write_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 FRAME_NAME = re.compile(r"\d{5}\.png")  # what write_png_frames writes
+GIF_MAX_FPS = 100  # GIF frame delays are whole hundredths of a second
 
 
 def frames_to_uint8(frames) -> np.ndarray:
@@ -37,10 +40,29 @@ def frames_to_uint8(frames) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def check_fps(fps: float, path: str | os.PathLike) -> None:
+    """Refuse a frame rate the output at `path` cannot play as recorded: fps must be a finite number > 0
+    for every format (the side-car records it even for PNG frames), and at most GIF_MAX_FPS for `.gif`.
+
+    No upper bound for MP4 or PNG frames: a high rate (slow-motion playback) is a valid MP4 time base.
+    """
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps {fps!r} is not a frame rate; use a number > 0, e.g. --fps 16")
+    if Path(path).suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
+        raise ValueError(
+            f"fps {fps} is too fast for the GIF {path}: GIF frame delays are whole 10 ms, so at most "
+            f"{GIF_MAX_FPS} fps; lower --fps or write .mp4"
+        )
+
+
 def save_frames(frames, path: str | os.PathLike, fps: float) -> Path:
-    """Write frames to `path`: `.mp4` (H.264, yuv420p), `.gif`, or a folder of PNGs when there is no suffix."""
-    frames = frames_to_uint8(frames)
+    """Write frames to `path`: `.mp4` (H.264, yuv420p), `.gif`, or a folder of PNGs when there is no suffix.
+
+    `fps` must pass `check_fps`.
+    """
     path = Path(path)
+    check_fps(fps, path)
+    frames = frames_to_uint8(frames)
     suffix = path.suffix.lower()
     if suffix == ".mp4":
         return write_video(path, frames, fps=fps)
