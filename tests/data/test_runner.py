@@ -146,7 +146,7 @@ def test_config_errors_are_clear(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text("inputs: [x]\nrun_dir: r\nfilter: {min_areaa: 0.1}\n")
-    with pytest.raises(ValueError, match=r"config.filter: unknown key\(s\) min_areaa"):
+    with pytest.raises(ValueError, match=r"unknown config key 'filter.min_areaa'"):
         load_config(path)
     path.write_text("inputs: [x]\nrun_dir: r\ndetect: {backend: yolo}\n")
     config = load_config(path)

@@ -60,3 +60,20 @@ def test_yaml_strings_for_floats_and_round_trip(tmp_path):
     assert load_config(path, overrides={"optimizer": {"lr": 1e-3}}).optimizer.lr == 1e-3
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_merge_sections_and_replace_model_config_whole(tmp_path):
+    path = write(tmp_path, {"model": {"config": {"num_layers": 1, "ffn_dim": 8}}, "optimizer": {"lr": 1e-3}})
+    config = load_config(path, overrides={"model": {"config": {"num_layers": 2}}, "optimizer": {"eps": 1e-6}})
+    assert config.model.config == {"num_layers": 2}  # one set of constructor arguments, never a mix
+    assert config.optimizer.lr == 1e-3 and config.optimizer.eps == 1e-6
+
+
+def test_yaml_errors_and_wrong_types_name_the_file_and_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  config: {}\noptimizer:\n  lr: fast\n")
+    with pytest.raises(ValueError, match=r"train\.yaml, line 4: optimizer\.lr must be a number, got 'fast'$"):
+        load_config(path)
+    path.write_text("model:\n  config: {num_layers: 1\n")
+    with pytest.raises(ValueError, match=r"train\.yaml, line 3, column 1: .*expected ',' or '}'"):
+        load_config(path)

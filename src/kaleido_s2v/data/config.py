@@ -1,13 +1,13 @@
-"""The data pipeline's configuration: YAML -> frozen dataclasses, with unknown keys as errors."""
+"""The data pipeline's configuration: YAML -> frozen dataclasses, by the rules of `kaleido_s2v.config_files`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kaleido_s2v.config_files import build_dataclass, load_dataclass
 from kaleido_s2v.data.stages.caption import CaptionConfig
 from kaleido_s2v.data.stages.detect import DetectConfig
 from kaleido_s2v.data.stages.export import ExportConfig
@@ -52,34 +52,10 @@ class PipelineConfig:
             raise ValueError("inputs is empty; list video files, folders or globs")
 
 
-def _build(cls: type, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{where}.{name}")
-        elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
-            kwargs[name] = tuple(value)
-        elif typing.get_origin(hint) is tuple and isinstance(value, str):
-            kwargs[name] = (value,)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise ValueError(f"{where}: {error}") from error
-
-
 def config_from_dict(values: dict, base_dir: str | os.PathLike | None = None) -> PipelineConfig:
-    """Build a PipelineConfig; relative inputs and run_dir are resolved against `base_dir`."""
-    config = _build(PipelineConfig, values, "config")
+    """Build a PipelineConfig by the config-file rules (unknown keys, types; an empty section means its
+    defaults); relative inputs and run_dir are resolved against `base_dir`."""
+    config = build_dataclass(PipelineConfig, values)
     if base_dir is not None:
         base = Path(base_dir)
         inputs = tuple(str(base / p) if not Path(p).is_absolute() else p for p in config.inputs)
@@ -89,12 +65,6 @@ def config_from_dict(values: dict, base_dir: str | os.PathLike | None = None) ->
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> PipelineConfig:
-    """Read a YAML config; `inputs` and `run_dir` are relative to the current directory."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config {path} does not exist")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    values.update(overrides or {})
-    return config_from_dict(values)
+    """Read a YAML config (the rules of `kaleido_s2v.config_files`; `overrides` merge section by
+    section); `inputs` and `run_dir` are relative to the current directory."""
+    return load_dataclass(PipelineConfig, path, overrides)

@@ -61,23 +61,17 @@ class DemoConfig:
 
 
 def load_demo_config(path: str | os.PathLike) -> DemoConfig:
-    """Read a demo YAML (see configs/demo/); stage YAML paths are relative to the demo YAML's folder."""
-    import yaml
-
-    from kaleido_s2v.training.config import config_from_dict
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"demo config {path} does not exist; run from the repository root or pass --config"
-        )
-    raw = yaml.safe_load(path.read_text()) or {}
-    try:
-        config = config_from_dict(DemoConfig, raw)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+    """Read a demo YAML (see configs/demo/; the rules of `kaleido_s2v.config_files`); stage YAML paths
+    are relative to the demo YAML's folder."""
     from dataclasses import replace
 
+    from kaleido_s2v.config_files import load_dataclass
+
+    path = Path(path)
+    try:
+        config = load_dataclass(DemoConfig, path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; run from the repository root or pass --config") from error
     return replace(
         config,
         stage1=str((path.parent / config.stage1).resolve()),

@@ -1,4 +1,4 @@
-"""Training configuration: frozen dataclasses parsed from YAML with strict key checking.
+"""Training configuration: frozen dataclasses read from YAML by the rules of `kaleido_s2v.config_files`.
 
 A config file mirrors `TrainConfig`: top-level scalars plus the sections `model`, `data`,
 `optimizer`, `lora` and `sampling`. Any key that is not a field is an error naming the key and
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Union
+
+from kaleido_s2v.config_files import build_dataclass, load_dataclass
 
 
 @dataclass(frozen=True)
@@ -163,52 +162,21 @@ def _check(condition: bool, message: str) -> None:
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML file into a validated `TrainConfig`.
+    """Read a YAML file into a validated `TrainConfig` (the rules of `kaleido_s2v.config_files`).
 
     Relative paths inside the file stay relative to the current directory, as on the command line.
-    `overrides` (nested dicts) replace values from the file, e.g. in tests.
+    `overrides` (nested dicts) replace values from the file, e.g. in tests: sections merge key by
+    key, `model.config` (one set of constructor arguments) is replaced whole.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a training config is a mapping, got {type(raw).__name__}")
-    if overrides:
-        raw = _merge(raw, overrides)
-    try:
-        return config_from_dict(TrainConfig, raw)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "config":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    return load_dataclass(TrainConfig, path, overrides)
 
 
 def config_from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with their dotted name."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown config key {prefix + unknown[0]!r}"
-            + (f" (and {', '.join(prefix + k for k in unknown[1:])})" if len(unknown) > 1 else "")
-            + f"; known keys{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
-        )
-    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
-    return cls(**values)
+    """Build dataclass `cls` from a mapping by the config-file rules (unknown keys, types).
+
+    `prefix` is the dotted path of the section with a trailing dot (`"optimizer."`), "" at the top.
+    """
+    return build_dataclass(cls, raw, prefix.rstrip("."))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -224,67 +192,3 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(config)
-
-
-def _coerce(hint: Any, value: Any, name: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(option, value, name)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError(errors[-1] if len(errors) == 1 else f"{name}: {value!r} matches none of {hint}")
-    if dataclasses.is_dataclass(hint):
-        return config_from_dict(hint, value, prefix=f"{name}.")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{name} must be one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            if args and args[-1] is Ellipsis:
-                value = [value] if isinstance(value, str) else value
-            else:
-                raise ValueError(f"{name} must be a list, got {value!r}")
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list, got {value!r}")
-        if args and args[-1] is Ellipsis:
-            return tuple(_coerce(args[0], item, f"{name}[{i}]") for i, item in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{name} must have {len(args)} entries, got {value!r}")
-        return tuple(
-            _coerce(a, item, f"{name}[{i}]") for i, (a, item) in enumerate(zip(args, value, strict=True))
-        )
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "5e-6" as a string
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
-        return value
-    if hint is Any:
-        return value
-    raise TypeError(f"config field {name} has an unsupported type {hint}")
