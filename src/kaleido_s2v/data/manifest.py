@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from kaleido_s2v.atomic import atomic_path
+from kaleido_s2v.hashing import file_sha256
 
 COLUMNS = (
     "item_id",
@@ -115,3 +116,18 @@ def decode_row(row: dict) -> dict:
         "artifacts": json.loads(row["artifacts"]),
         "artifact_sha256": json.loads(row["artifact_sha256"]),
     }
+
+
+def changed_artifacts(row: dict, run_dir: str | os.PathLike) -> list[Path]:
+    """The artifact files of `row` that no longer hold the bytes recorded with it, in name order.
+
+    The rule: an artifact is intact when its file exists and its sha256 equals the one in the row's
+    `artifact_sha256`; a missing, truncated or rewritten file (or one with no recorded digest) is changed.
+    """
+    recorded = json.loads(row["artifact_sha256"])
+    changed = []
+    for name, relative in sorted(json.loads(row["artifacts"]).items()):
+        path = Path(run_dir) / relative
+        if not path.is_file() or file_sha256(path) != recorded.get(name):
+            changed.append(path)
+    return changed

@@ -2,7 +2,8 @@
 
 The runner goes stage by stage. For each item that passed the previous stage it computes the
 fingerprint of (stage, backend, model files, config, upstream fingerprint); a result already in
-the manifest under that fingerprint is reused, anything else is executed. Executors:
+the manifest under that fingerprint is reused when every artifact it records still holds the bytes
+recorded with it (`reusable`); anything else is executed. Executors:
 
 - `local` (default): in-process for `workers=1`, else a process pool whose workers build the stages
   once (a model stage loads its model once per worker);
@@ -24,13 +25,14 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from kaleido_s2v.data.config import STAGE_NAMES, PipelineConfig
-from kaleido_s2v.data.manifest import Manifest
+from kaleido_s2v.data.manifest import Manifest, changed_artifacts
 from kaleido_s2v.data.stages.base import FAILED, OK, Context, StageResult, file_sha256, fingerprint
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -353,6 +355,25 @@ class RunSummary:
     shards: list[Path]
 
 
+def reusable(row: dict | None, run_dir: Path, retry_failed: bool) -> bool:
+    """Whether a recorded result stands for this run instead of running the stage on the item again.
+
+    The rule: it does when it exists, is not a failure while `retry_failed` is set, and every artifact
+    it records still holds the bytes recorded with it (`changed_artifacts`); else one warning names
+    the changed files. So a truncated, removed or overwritten file makes its stage redo the item.
+    """
+    if row is None or (row["status"] == FAILED and retry_failed):
+        return False
+    changed = changed_artifacts(row, run_dir)
+    if changed:
+        warnings.warn(
+            f"{', '.join(map(str, changed))}: changed since stage {row['stage']} wrote them for "
+            f"{row['item_id']} (sha256 differs from the manifest); running the stage on that item again",
+            stacklevel=2,
+        )
+    return not changed
+
+
 def _progress(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
@@ -402,8 +423,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
                     key_parts.append(sorted((sid, upstream_fp[sid]) for sid in siblings))
                 fp = fingerprint(*key_parts)
                 fps[item["id"]] = fp
-                row = manifest.get(item["id"], stage.name, fp)
-                if row is not None and not (row["status"] == FAILED and config.retry_failed):
+                if reusable(manifest.get(item["id"], stage.name, fp), run_dir, config.retry_failed):
                     continue
                 context = Context(
                     run_dir=run_dir,
@@ -459,11 +479,11 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
             items = survivors
     finally:
         executor.close()
-    exported = [item["id"] for item in items]
-    export_stage = stages[-1]
-    shards = export_stage.finalize(run_dir, exported, manifest.item_ids())
+    kept = {item["id"]: rows_of["export"][item["id"]] for item in items}
+    finalized = stages[-1].finalize(run_dir, kept, manifest.item_ids())
+    exported, shards = finalized.exported, finalized.shards
     manifest.compact()
-    funnel = funnel_report(rows_of)
+    funnel = funnel_report(rows_of, refused=len(finalized.refused))
     from kaleido_s2v.atomic import write_json_atomic
 
     write_json_atomic(run_dir / "funnel.json", funnel)
@@ -474,12 +494,19 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     return RunSummary(run_dir, funnel, current, executed, executed_by_stage, exported, shards)
 
 
-def funnel_report(rows_of: dict[str, dict[str, dict]]) -> dict:
-    """Per stage: items in, kept, and the reasons of every rejection and failure (shots and subjects too)."""
+def funnel_report(rows_of: dict[str, dict[str, dict]], refused: int = 0) -> dict:
+    """Per stage: items in, kept, and the reasons of every rejection and failure (shots and subjects too).
+
+    `refused` exported samples (files changed after the export, see `ExportStage.finalize`) count as
+    dropped by `export` with the reason `refused:changed_after_export`.
+    """
     funnel = {}
     for stage, rows in rows_of.items():
         statuses = Counter(r["status"] for r in rows.values())
         reasons = Counter(f"{r['status']}:{r['reason']}" for r in rows.values() if r["status"] != OK)
+        if stage == "export" and refused:
+            statuses[OK] -= refused
+            reasons["refused:changed_after_export"] = refused
         entry = {"in": len(rows), "kept": statuses.get(OK, 0), "dropped": dict(sorted(reasons.items()))}
         if stage == "split":
             shots = [

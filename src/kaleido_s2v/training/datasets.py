@@ -210,6 +210,68 @@ def cache_fingerprint(config: DataConfig, encoders_path: str | None, max_text_le
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def expected_cache_shapes(encoder, bucket: BucketKey) -> dict[str, tuple[int | None, ...]]:
+    """The shape of each tensor `write_latent_cache` stores for a sample of `bucket` (None: any size).
+
+    From the encoder's VAE config (z_dim, scale_factor_temporal t, scale_factor_spatial s):
+    latents (z_dim, (F - 1) // t + 1, H // s, W // s), ref_0 … ref_{S-1} (z_dim, 1, H // s, W // s),
+    and text_states as `text_states_shape`.
+    """
+    vae = encoder.vae.config
+    height, width = bucket.height // vae.scale_factor_spatial, bucket.width // vae.scale_factor_spatial
+    frames = (bucket.num_frames - 1) // vae.scale_factor_temporal + 1
+    return {
+        "latents": (vae.z_dim, frames, height, width),
+        **{f"ref_{slot}": (vae.z_dim, 1, height, width) for slot in range(bucket.num_references)},
+        "text_states": text_states_shape(encoder),
+    }
+
+
+def text_states_shape(encoder) -> tuple[None, int]:
+    """(n_tokens, D): any number of tokens, each of the text encoder's hidden size D."""
+    return (None, encoder.text_encoder.config.hidden_size)
+
+
+def cache_file_problem(path: Path, expected: dict[str, tuple[int | None, ...]]) -> str | None:
+    """Why the cache file at `path` cannot be reused (None when it can), from its header alone.
+
+    The rule: it must open as safetensors (whose header must cover exactly the file's bytes, so a
+    truncated, zero-byte or padded file fails), hold exactly the `expected` tensors, and each must
+    have its expected shape. Tensor values are never read, so the check costs one small read per
+    file however large the cache; it cannot see bytes changed in place at the same size.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (OSError, SafetensorError) as error:
+        return f"is unreadable ({error})"
+    if shapes.keys() != expected.keys():
+        return f"holds {', '.join(sorted(shapes)) or 'no tensor'} instead of {', '.join(sorted(expected))}"
+    for name, shape in expected.items():
+        if not _fits(shapes[name], shape):
+            return f"holds {name} of shape {shapes[name]}, expected {shape} (None: any size)"
+    return None
+
+
+def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """Whether `shape` is `expected`, where None stands for any size."""
+    return len(shape) == len(expected) and all(
+        want in (None, got) for got, want in zip(shape, expected, strict=True)
+    )
+
+
+def _reusable_cache_file(path: Path, expected: dict[str, tuple[int | None, ...]]) -> bool:
+    """Whether `path` holds a cache file to keep; one that exists but fails the check gets a warning."""
+    if not path.exists():
+        return False
+    problem = cache_file_problem(path, expected)
+    if problem is not None:
+        warnings.warn(f"latent cache file {path} {problem}; encoding it again", stacklevel=3)
+    return problem is None
+
+
 def write_latent_cache(
     dataset: VideoSampleDataset,
     encoder,
@@ -223,8 +285,10 @@ def write_latent_cache(
 
     Layout: `samples/<id>.safetensors` (latents, ref_0 … ref_{S-1}, text_states),
     `empty_text.safetensors` (the dropped-caption states) and `cache.json`, written last by
-    rank 0 once every sample file is present. Rank r of `world_size` encodes samples
-    r, r + world_size, … Each reference is encoded as its own one-frame latent.
+    rank 0 once every sample file passes the check. Rank r of `world_size` encodes samples
+    r, r + world_size, … Each reference is encoded as its own one-frame latent. A file left by an
+    earlier run is kept only when it passes `cache_file_problem` against `expected_cache_shapes`;
+    any other is encoded again, with a warning naming it.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -239,10 +303,11 @@ def write_latent_cache(
                 f"{existing.get('fingerprint')} != {fingerprint}); use a new data.cache_dir"
             )
     (cache_dir / "samples").mkdir(parents=True, exist_ok=True)
+    paths = [cache_dir / "samples" / f"{sample.id}.safetensors" for sample in dataset.samples]
+    expected = [expected_cache_shapes(encoder, key) for key in dataset.bucket_keys]
     for index in tqdm(range(rank, len(dataset), world_size), desc="caching latents", disable=not progress):
-        sample_id = dataset.samples[index].id
-        path = cache_dir / "samples" / f"{sample_id}.safetensors"
-        if not path.is_file():
+        path = paths[index]
+        if not _reusable_cache_file(path, expected[index]):
             example = dataset[index]
             tensors = {"latents": encoder.encode_video(example.pixels.unsqueeze(0))[0].contiguous()}
             if len(example.references):
@@ -253,18 +318,15 @@ def write_latent_cache(
             with atomic_path(path) as temporary:
                 save_file(tensors, str(temporary), metadata={"caption": example.caption})
     empty = cache_dir / "empty_text.safetensors"
-    if rank == 0 and not empty.is_file():
+    empty_expected = {"text_states": text_states_shape(encoder)}
+    if rank == 0 and not _reusable_cache_file(empty, empty_expected):
         with atomic_path(empty) as temporary:
             save_file({"text_states": encoder.encode_text([""])[0].contiguous()}, str(temporary))
-    ids = [sample.id for sample in dataset.samples]
-    if (
-        rank == 0
-        and empty.is_file()
-        and all((cache_dir / "samples" / f"{i}.safetensors").is_file() for i in ids)
-    ):
+    files = [(empty, empty_expected), *zip(paths, expected, strict=True)]
+    if rank == 0 and all(cache_file_problem(path, shapes) is None for path, shapes in files):
         entries = [
-            {"id": i, "bucket": [key.height, key.width, key.num_frames, key.num_references]}
-            for i, key in zip(ids, dataset.bucket_keys, strict=True)
+            {"id": sample.id, "bucket": [key.height, key.width, key.num_frames, key.num_references]}
+            for sample, key in zip(dataset.samples, dataset.bucket_keys, strict=True)
         ]
         write_json_atomic(
             index_path, {"format": CACHE_FORMAT, "fingerprint": fingerprint, "samples": entries}
@@ -272,12 +334,26 @@ def write_latent_cache(
     return cache_dir
 
 
+def read_cache_file(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors of one cache file; a clear error naming the file when it is unreadable or lacks one of `names`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    rerun = "rerun `kaleido-s2v train cache CONFIG` to encode it again"
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"latent cache file {path} is unreadable ({error}); {rerun}") from error
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise ValueError(f"latent cache file {path} lacks {', '.join(missing)}; {rerun}")
+    return tensors
+
+
 class LatentCacheDataset:
     """Examples read back from a latent cache."""
 
     def __init__(self, cache_dir: str | os.PathLike, fingerprint: str | None = None) -> None:
-        from safetensors.torch import load_file
-
         self.cache_dir = Path(cache_dir)
         index_path = self.cache_dir / "cache.json"
         if not index_path.is_file():
@@ -294,17 +370,18 @@ class LatentCacheDataset:
             )
         self.ids = [entry["id"] for entry in index["samples"]]
         self.bucket_keys = [BucketKey(*entry["bucket"]) for entry in index["samples"]]
-        self.empty_text_states = load_file(str(self.cache_dir / "empty_text.safetensors"))["text_states"]
+        empty = read_cache_file(self.cache_dir / "empty_text.safetensors", ["text_states"])
+        self.empty_text_states = empty["text_states"]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> LatentExample:
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(self.cache_dir / "samples" / f"{self.ids[index]}.safetensors"))
         bucket = self.bucket_keys[index]
-        references = tuple(tensors[f"ref_{slot}"] for slot in range(bucket.num_references))
+        slots = [f"ref_{slot}" for slot in range(bucket.num_references)]
+        path = self.cache_dir / "samples" / f"{self.ids[index]}.safetensors"
+        tensors = read_cache_file(path, ["latents", *slots, "text_states"])
+        references = tuple(tensors[slot] for slot in slots)
         return LatentExample(self.ids[index], tensors["latents"], references, tensors["text_states"], bucket)
 
 
