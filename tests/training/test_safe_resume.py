@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch.distributed.checkpoint.state_dict import get_state_dict
 
 from kaleido_s2v.cli import main as cli_main
+from kaleido_s2v.training.checkpoint_integrity import COMPLETE_MARKER, describe_files, write_complete_marker
 from kaleido_s2v.training.checkpoint_reading import (
     METADATA_CLASSES,
     SafeFileSystemReader,
@@ -31,6 +32,12 @@ class _WritesAFile:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def _reseal(folder):
+    """Rewrite the completeness marker to match the folder's files, as a crafted checkpoint would."""
+    files = [p for p in folder.iterdir() if p.name != COMPLETE_MARKER]
+    write_complete_marker(folder, describe_files(files))
 
 
 def _steps(output_dir) -> list[int]:
@@ -100,6 +107,7 @@ def test_resume_refuses_crafted_metadata_and_runs_nothing(tmp_path):
     folder = find_latest_checkpoint(tmp_path / "run")
     marker = tmp_path / "payload-ran"
     (folder / ".metadata").write_bytes(pickle.dumps(_WritesAFile(marker)))
+    _reseal(folder)
     with pytest.raises(UnsafeCheckpointError, match=r"\.metadata asks to build io\.open"):
         _trainer(tmp_path).train(resume=True)
     assert not marker.exists()
@@ -114,6 +122,7 @@ def test_resume_refuses_a_crafted_non_tensor_value_and_runs_nothing(tmp_path):
     model_state, optimizer_state = get_state_dict(trainer.model, trainer.optimizer)
     optimizer_state["param_groups"][0]["lr"] = _WritesAFile(marker)
     dcp.save({"model": model_state, "optimizer": optimizer_state, "ema": trainer.ema}, checkpoint_id=folder)
+    _reseal(folder)
     with pytest.raises(UnsafeCheckpointError, match="optimizer.param_groups"):
         _trainer(tmp_path).train(resume=True)
     assert not marker.exists()
@@ -141,6 +150,7 @@ def test_two_process_resume_refuses_crafted_metadata(tmp_path):
     folder = find_latest_checkpoint(tmp_path / "run")
     marker = tmp_path / "payload-ran"
     (folder / ".metadata").write_bytes(pickle.dumps(_WritesAFile(marker)))
+    _reseal(folder)
     with pytest.raises(AssertionError, match="asks to build io.open"):
         torchrun(path, "--resume")
     assert not marker.exists()

@@ -92,6 +92,18 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
+def gather_to_all(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (`[value]` on one process).
+
+    The values travel pickled between this job's own processes, never from files.
+    """
+    if not dist.is_initialized():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each transformer block in the backward pass (diffusers' own mechanism).
 

@@ -31,6 +31,13 @@ from torch import nn
 from kaleido_s2v.atomic import atomic_path, write_json_atomic
 from kaleido_s2v.training import distributed
 from kaleido_s2v.training.buckets import BucketBatchSampler, rank_slice
+from kaleido_s2v.training.checkpoint_integrity import (
+    describe_files,
+    digest_problems,
+    rank_files,
+    size_problems,
+    write_complete_marker,
+)
 from kaleido_s2v.training.config import TrainConfig, config_to_dict
 from kaleido_s2v.training.datasets import LatentExample, VideoExample
 from kaleido_s2v.training.encoders import pad_text_states
@@ -109,15 +116,16 @@ def earlier_run_files(output_dir: str | os.PathLike) -> list[Path]:
     return found + ([metrics] if metrics.exists() else [])
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder (temporary `.tmp` folders never count)."""
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """Every `checkpoints/step-N` folder, newest first (temporary `.tmp` folders never count)."""
     folder = Path(output_dir) / "checkpoints"
-    complete = [
-        p
-        for p in folder.glob(f"{CHECKPOINT_PREFIX}*")
-        if p.suffix != ".tmp" and (p / "trainer_state.json").is_file()
-    ]
-    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
+    steps = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.suffix != ".tmp"]
+    return sorted(steps, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), reverse=True)
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint whose completeness marker lists files that are all there, at their size."""
+    return next((p for p in checkpoint_folders(output_dir) if not size_problems(p)), None)
 
 
 class Trainer:
@@ -510,6 +518,12 @@ class Trainer:
                 "shift": self.shift_record(),
             }
             write_json_atomic(temporary / "trainer_state.json", state)
+        # Each rank describes the files it wrote; rank 0 lists them all in the marker, written last.
+        written = distributed.gather_to_all(describe_files(rank_files(temporary, self.context.rank)))
+        if self.context.is_main:
+            write_complete_marker(
+                temporary, {name: record for part in written for name, record in part.items()}
+            )
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(temporary, folder)
@@ -518,16 +532,17 @@ class Trainer:
         return folder
 
     def _prune_checkpoints(self) -> None:
+        """Keep the newest `keep_checkpoints` up to this step. Newer step numbers (left by a run this one
+        resumed before, e.g. a damaged checkpoint it skipped) stay until this run replaces them."""
         keep = self.config.keep_checkpoints
-        folders = sorted(
-            (
-                p
-                for p in (self.output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
-                if p.suffix != ".tmp"
-            ),
-            key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
-        )
-        for stale in folders[: max(0, len(folders) - keep)] if keep > 0 else []:
+        if keep <= 0:
+            return
+        reached = [
+            p
+            for p in checkpoint_folders(self.output_dir)
+            if int(p.name[len(CHECKPOINT_PREFIX) :]) <= self.step
+        ]
+        for stale in reached[keep:]:
             shutil.rmtree(stale)
 
     def _start_fresh(self, overwrite: bool) -> None:
@@ -549,13 +564,35 @@ class Trainer:
                     path.unlink()
         distributed.barrier()
 
-    def _resume(self) -> None:
-        folder = find_latest_checkpoint(self.output_dir)
-        if folder is None:
+    def _intact_checkpoint(self) -> Path:
+        """The newest checkpoint whose files all have their recorded size and sha256 (each rank checks
+        a share of the digests); a warning names every newer one skipped, and why."""
+        import warnings
+
+        skipped = []
+        for folder in checkpoint_folders(self.output_dir):
+            problems = size_problems(folder)
+            if not problems:
+                mine = digest_problems(folder, self.context.rank, self.context.world_size)
+                problems = [p for part in distributed.gather_to_all(mine) for p in part]
+            if not problems:
+                if skipped and self.context.is_main:
+                    warnings.warn(
+                        f"--resume: skipped damaged checkpoint(s) {'; '.join(skipped)}; resuming from {folder}",
+                        stacklevel=3,
+                    )
+                return folder
+            skipped.append(f"{folder.name} ({', '.join(problems[:3])})")
+        where = self.output_dir / "checkpoints"
+        if skipped:
             raise FileNotFoundError(
-                f"--resume: no complete checkpoint under {self.output_dir / 'checkpoints'}; "
-                "start without --resume"
+                f"--resume: no intact checkpoint under {where} (damaged: {'; '.join(skipped)}); "
+                "start again with --overwrite"
             )
+        raise FileNotFoundError(f"--resume: no checkpoint under {where}; start without --resume")
+
+    def _resume(self) -> None:
+        folder = self._intact_checkpoint()
         state = json.loads((folder / "trainer_state.json").read_text())
         if state["world_size"] != self.context.world_size and self.context.is_main:
             import warnings
