@@ -48,7 +48,7 @@ def make_samples(root: Path, count: int) -> Path:
     from PIL import Image
 
     from kaleido_s2v.data.samples import write_folder_sample
-    from kaleido_s2v.video_io import write_video
+    from kaleido_s2v.common.video_io import write_video
 
     rng = np.random.default_rng(0)
     for index in range(count):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaleido_s2v.atomic import atomic_path, write_text_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_text_atomic
 
 
 def test_a_failed_write_leaves_a_same_named_file_of_the_user_alone(tmp_path):
@@ -73,9 +73,9 @@ def test_a_temporary_left_by_a_killed_write_is_not_read_as_a_sample(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from kaleido_s2v.atomic import is_temporary
+    from kaleido_s2v.common.atomic import is_temporary
+    from kaleido_s2v.common.video_io import write_video
     from kaleido_s2v.data.samples import iter_folder, write_folder_sample
-    from kaleido_s2v.video_io import write_video
 
     frames = np.zeros((5, 16, 16, 3), dtype=np.uint8)
     write_video(tmp_path / "clip.mp4", frames, 8)

@@ -3,7 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from kaleido_s2v.cases import Case, CaseError, CaseReference, read_cases, split_cases, write_cases_jsonl
+from kaleido_s2v.common.cases import (
+    Case,
+    CaseError,
+    CaseReference,
+    read_cases,
+    split_cases,
+    write_cases_jsonl,
+)
 
 
 def _touch(path: Path) -> Path:

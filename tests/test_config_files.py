@@ -1,4 +1,4 @@
-"""Config files: one set of rules for every YAML config (kaleido_s2v.config_files).
+"""Config files: one set of rules for every YAML config (kaleido_s2v.common.config_files).
 
 The rules themselves on small dataclasses, then each real config (training, data pipeline, demo
 recipe) through its `load_config` and through the command line: exit code 2, one line on stderr.
@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 
 from kaleido_s2v.cli import main
-from kaleido_s2v.config_files import build_dataclass, load_dataclass, merge_settings
+from kaleido_s2v.common.config_files import build_dataclass, load_dataclass, merge_settings
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The one image loader (kaleido_s2v.images): bit depths, modes, EXIF orientation and unreadable files."""
+"""The one image loader (kaleido_s2v.common.images): bit depths, modes, EXIF orientation and unreadable files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kaleido_s2v.images import ImageError, alpha_channel, on_white, open_image, to_8bit
+from kaleido_s2v.common.images import ImageError, alpha_channel, on_white, open_image, to_8bit
 
 # 511 tells the two usual 16 -> 8 bit rules apart: 511 >> 8 = 1, round(511 / 257) = 2.
 SIXTEEN_BIT = [0, 511, 32768, 65535]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kaleido_s2v.video_io import probe_video, read_video, write_video
+from kaleido_s2v.common.video_io import probe_video, read_video, write_video
 
 
 def test_write_read_round_trip_keeps_count_size_and_fps(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture
 def tiny_video(tmp_path: Path) -> Path:
     """9 frames of 32x32 noise at 8 fps, written as H.264."""
-    from kaleido_s2v.video_io import write_video
+    from kaleido_s2v.common.video_io import write_video
 
     frames = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
     return write_video(tmp_path / "tiny.mp4", frames, fps=8)

@@ -112,7 +112,7 @@ def test_export_reads_back_in_both_forms(reference_run):
 
 
 def _bad_inputs(folder: Path, video_makers) -> list[Path]:
-    from kaleido_s2v.video_io import write_video
+    from kaleido_s2v.common.video_io import write_video
 
     timestamped_video, zero_frame_video = video_makers
     garbage = folder / "garbage.mp4"

@@ -9,10 +9,10 @@ import pytest
 
 from demo.demo_helpers import example_generate_argv
 from kaleido_s2v.cli import main
+from kaleido_s2v.common.video_io import probe_video, read_video
 from kaleido_s2v.demo.bundled import MAX_BUNDLE_BYTES, bundled_model_path, folder_bytes
 from kaleido_s2v.pipelines.cli import MODEL_ENV
 from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
-from kaleido_s2v.video_io import probe_video, read_video
 
 REPO = Path(__file__).resolve().parents[2]
 HELDOUT = REPO / "tests" / "data" / "demo_heldout"

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from demo.demo_helpers import example_generate_argv
 from kaleido_s2v.cli import main
+from kaleido_s2v.common.video_io import probe_video, read_video
 from kaleido_s2v.demo.recipe import load_demo_config, run_demo, stage_config
 from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
-from kaleido_s2v.video_io import probe_video, read_video
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kaleido_s2v.video_io import write_video
+from kaleido_s2v.common.video_io import write_video
 
 HEIGHT, WIDTH = 96, 128
 RED, BLUE, YELLOW = (220, 30, 30), (30, 60, 220), (240, 220, 40)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from evaluation.eval_scenes import green_background, make_video, moving_video, striped_ball, write_cases
-from kaleido_s2v.cases import Case, CaseReference
 from kaleido_s2v.cli import main
+from kaleido_s2v.common.cases import Case, CaseReference
 from kaleido_s2v.evaluation import scoring
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.runner import evaluate

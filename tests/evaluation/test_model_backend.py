@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from evaluation.eval_scenes import green_background, make_video, moving_video, striped_ball, write_cases
-from kaleido_s2v.cases import Case, CaseReference
 from kaleido_s2v.cli import main
+from kaleido_s2v.common.cases import Case, CaseReference
 from kaleido_s2v.evaluation.config import EvalConfig, ModelPaths
 from kaleido_s2v.evaluation.model_backend import ModelBackend
 from kaleido_s2v.evaluation.scoring import score_video

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from evaluation.eval_scenes import green_background, make_video, moving_video, save_png, striped_ball
-from kaleido_s2v.cases import read_cases
 from kaleido_s2v.cli import main
+from kaleido_s2v.common.cases import read_cases
 from kaleido_s2v.evaluation.opens2v import convert_opens2v, write_opens2v_cases
 
 

@@ -16,11 +16,11 @@ from evaluation.eval_scenes import (
     structured_background,
     whole_frame_similarity,
 )
-from kaleido_s2v.cases import Case, CaseReference
+from kaleido_s2v.common.cases import Case, CaseReference
+from kaleido_s2v.common.video_io import read_video
 from kaleido_s2v.evaluation.candidates import mask_iou
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.scoring import score_video
-from kaleido_s2v.video_io import read_video
 
 CONFIG = EvalConfig(num_frames=9)
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from kaleido_s2v.cli import main
-from kaleido_s2v.video_io import probe_video
+from kaleido_s2v.common.video_io import probe_video
 
 
 def _generate(model_dir, *extra: str) -> int:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kaleido_s2v.common.video_io import probe_video, read_video
 from kaleido_s2v.pipelines.outputs import (
     check_output,
     frames_to_uint8,
@@ -14,7 +15,6 @@ from kaleido_s2v.pipelines.outputs import (
     sidecar_path,
     write_sidecar,
 )
-from kaleido_s2v.video_io import probe_video, read_video
 
 
 def _frames(count=5, height=32, width=48):

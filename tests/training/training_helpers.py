@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kaleido_s2v.common.video_io import write_video
 from kaleido_s2v.data.samples import write_folder_sample
 from kaleido_s2v.training.buckets import BucketKey
 from kaleido_s2v.training.config import TrainConfig, config_from_dict
 from kaleido_s2v.training.datasets import InMemoryLatentDataset, LatentExample
-from kaleido_s2v.video_io import write_video
 from tiny_components import TINY_TRANSFORMER_CONFIG
 
 # Wide enough for its 4-channel latents (patch 16 values into width 48) to learn in a few hundred steps.

@@ -1,4 +1,4 @@
-"""The data pipeline's configuration: YAML -> frozen dataclasses, by the rules of `kaleido_s2v.config_files`."""
+"""The data pipeline's configuration: YAML -> frozen dataclasses, by the rules of `kaleido_s2v.common.config_files`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kaleido_s2v.config_files import build_dataclass, load_dataclass
+from kaleido_s2v.common.config_files import build_dataclass, load_dataclass
 from kaleido_s2v.data.stages.caption import CaptionConfig
 from kaleido_s2v.data.stages.detect import DetectConfig
 from kaleido_s2v.data.stages.export import ExportConfig
@@ -65,6 +65,6 @@ def config_from_dict(values: dict, base_dir: str | os.PathLike | None = None) ->
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> PipelineConfig:
-    """Read a YAML config (the rules of `kaleido_s2v.config_files`; `overrides` merge section by
+    """Read a YAML config (the rules of `kaleido_s2v.common.config_files`; `overrides` merge section by
     section); `inputs` and `run_dir` are relative to the current directory."""
     return load_dataclass(PipelineConfig, path, overrides)

@@ -15,8 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
-from kaleido_s2v.atomic import atomic_path
-from kaleido_s2v.hashing import file_sha256
+from kaleido_s2v.common.atomic import atomic_path
+from kaleido_s2v.common.hashing import file_sha256
 
 COLUMNS = (
     "item_id",

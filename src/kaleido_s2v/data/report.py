@@ -61,7 +61,7 @@ def contact_sheet(
     """Rows of [target keyframe | reference 1 | … ] for up to `samples` exported pairs, sampled by `seed`."""
     from PIL import Image, ImageDraw
 
-    from kaleido_s2v.atomic import atomic_path
+    from kaleido_s2v.common.atomic import atomic_path
     from kaleido_s2v.data.samples import iter_samples
 
     pairs = list(iter_samples(export_dir))

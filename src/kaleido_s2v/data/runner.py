@@ -338,7 +338,7 @@ def claim_run_folder(run_dir: Path) -> None:
             "a run removes stale exports and shards in its folder, so it will not start there. "
             "Set run_dir to a new or empty folder, or to the folder of an earlier `data run`."
         )
-    from kaleido_s2v.atomic import write_json_atomic
+    from kaleido_s2v.common.atomic import write_json_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / RUN_MARKER, {"created_by": "kaleido-s2v data run"})
@@ -484,7 +484,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     exported, shards = finalized.exported, finalized.shards
     manifest.compact()
     funnel = funnel_report(rows_of, refused=len(finalized.refused))
-    from kaleido_s2v.atomic import write_json_atomic
+    from kaleido_s2v.common.atomic import write_json_atomic
 
     write_json_atomic(run_dir / "funnel.json", funnel)
     write_json_atomic(

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "model"
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024

@@ -134,7 +134,7 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _ablation_table(args: argparse.Namespace) -> int:
-    from kaleido_s2v.atomic import write_json_atomic
+    from kaleido_s2v.common.atomic import write_json_atomic
     from kaleido_s2v.demo.evaluate import ablation_table, format_ablation_table
 
     cells = {}

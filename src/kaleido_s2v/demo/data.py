@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 from kaleido_s2v.data.synthetic import Identity, SceneConfig, render_scene, sprite
 
 HELDOUT_SEED_OFFSET = 1_000_000
@@ -95,7 +95,7 @@ def render_scenes(
     """
     from tqdm.auto import tqdm
 
-    from kaleido_s2v.video_io import write_video
+    from kaleido_s2v.common.video_io import write_video
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,8 +245,8 @@ def write_background_cases(
     """
     from PIL import Image
 
+    from kaleido_s2v.common.video_io import read_video
     from kaleido_s2v.data.stages.references import ReferencesConfig, padded_box
-    from kaleido_s2v.video_io import read_video
 
     cases_file, export, scenes, out = Path(cases_file), Path(export), Path(scenes), Path(out)
     padding = ReferencesConfig().padding

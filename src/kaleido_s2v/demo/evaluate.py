@@ -28,7 +28,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 from kaleido_s2v.demo.strip import write_strip
 
 FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
@@ -77,8 +77,8 @@ def vae_reconstructions(pipeline: Path, truth: Path, out_dir: Path) -> Path:
     import torch
     from diffusers import AutoencoderKLWan
 
+    from kaleido_s2v.common.video_io import read_video
     from kaleido_s2v.pipelines.outputs import save_frames
-    from kaleido_s2v.video_io import read_video
 
     vae = AutoencoderKLWan.from_pretrained(pipeline / "vae").eval()
     out_dir.mkdir(parents=True, exist_ok=True)

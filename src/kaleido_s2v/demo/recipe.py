@@ -61,11 +61,11 @@ class DemoConfig:
 
 
 def load_demo_config(path: str | os.PathLike) -> DemoConfig:
-    """Read a demo YAML (see configs/demo/; the rules of `kaleido_s2v.config_files`); stage YAML paths
+    """Read a demo YAML (see configs/demo/; the rules of `kaleido_s2v.common.config_files`); stage YAML paths
     are relative to the demo YAML's folder."""
     from dataclasses import replace
 
-    from kaleido_s2v.config_files import load_dataclass
+    from kaleido_s2v.common.config_files import load_dataclass
 
     path = Path(path)
     try:
@@ -117,7 +117,7 @@ def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, An
 
 def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
     """`encoders/` = the trained VAE + MiniLM text encoder and tokenizer (what the caches use)."""
-    from kaleido_s2v.atomic import atomic_path
+    from kaleido_s2v.common.atomic import atomic_path
     from kaleido_s2v.demo.text_encoder import load_minilm
 
     folder = run_dir / "encoders"
@@ -189,7 +189,7 @@ def assemble_pipeline(
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, BertModel
 
-    from kaleido_s2v.atomic import atomic_path
+    from kaleido_s2v.common.atomic import atomic_path
     from kaleido_s2v.models.checkpoints import load_transformer
     from kaleido_s2v.pipelines.generation_config import GenerationConfig, make_scheduler
     from kaleido_s2v.pipelines.kaleido import KaleidoPipeline

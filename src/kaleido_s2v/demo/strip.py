@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import atomic_path
+from kaleido_s2v.common.atomic import atomic_path
 
 GAP = 4  # white pixels between references and frames, and between rows
 
@@ -36,9 +36,9 @@ def write_strip(
     references and generated frames, and below it the same references with `<truth>/<id>.mp4`."""
     from PIL import Image
 
-    from kaleido_s2v.cases import Case, read_cases
+    from kaleido_s2v.common.cases import Case, read_cases
+    from kaleido_s2v.common.video_io import read_video
     from kaleido_s2v.pipelines.references import letterbox
-    from kaleido_s2v.video_io import read_video
 
     cases = [
         c for c in read_cases(cases_file) if isinstance(c, Case) and (Path(videos) / f"{c.id}.mp4").is_file()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 
 
 @dataclass(frozen=True)

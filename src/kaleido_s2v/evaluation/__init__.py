@@ -2,7 +2,7 @@
 
 Library use on one video::
 
-    from kaleido_s2v.cases import read_cases
+    from kaleido_s2v.common.cases import read_cases
     from kaleido_s2v.evaluation import EvalConfig, score_video
 
     case = read_cases("cases.jsonl")[0]

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cases, case_errors, note = args.cases, None, None
     if args.opens2v:
-        from kaleido_s2v.cases import write_cases_jsonl
+        from kaleido_s2v.common.cases import write_cases_jsonl
         from kaleido_s2v.evaluation.opens2v import convert_opens2v
 
         cases, case_errors = convert_opens2v(args.opens2v, args.image_root)

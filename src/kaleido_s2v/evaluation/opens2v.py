@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from kaleido_s2v.cases import Case, CaseError, CaseReference, write_cases_jsonl
+from kaleido_s2v.common.cases import Case, CaseError, CaseReference, write_cases_jsonl
 
 
 def convert_opens2v(

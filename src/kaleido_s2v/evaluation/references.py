@@ -32,7 +32,7 @@ class ReferenceImage:
 def load_reference(path: str | os.PathLike, label: str) -> ReferenceImage:
     """Read an image file through `images.open_image` (EXIF orientation, 16-bit and modes mapped to
     8 bits); raise FileNotFoundError / ValueError naming the file when it cannot."""
-    from kaleido_s2v.images import alpha_channel, on_white, open_image
+    from kaleido_s2v.common.images import alpha_channel, on_white, open_image
 
     path = Path(path)
     opened = open_image(path, label=f"reference {label!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic, write_text_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic, write_text_atomic
 from kaleido_s2v.evaluation.summary import CASE_COLUMNS, HIGHER_IS_BETTER
 
 ASSETS = "report_assets"
@@ -85,8 +85,8 @@ def thumbnail_strip(
 
 
 def _case_strip(case: dict, video: Path, reference_paths: list[str]) -> np.ndarray | None:
+    from kaleido_s2v.common.video_io import read_video
     from kaleido_s2v.evaluation.references import load_reference
-    from kaleido_s2v.video_io import read_video
 
     try:
         frames, _ = read_video(video)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import write_json_atomic, write_text_atomic
-from kaleido_s2v.cases import Case, CaseError, read_cases, split_cases
+from kaleido_s2v.common.atomic import write_json_atomic, write_text_atomic
+from kaleido_s2v.common.cases import Case, CaseError, read_cases, split_cases
+from kaleido_s2v.common.hashing import file_sha256
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.scoring import Backend, VideoScore, check_video_fit, make_backend, score_video
 from kaleido_s2v.evaluation.summary import MOTION_UNIFORM_CHANCE, case_row, summarise
-from kaleido_s2v.hashing import file_sha256
 
 CACHE_DIR = "cache"
 CHANCE_STAGE = "chance control"  # an error at this stage leaves its case scored, only the control missing

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kaleido_s2v.cases import Case
+from kaleido_s2v.common.cases import Case
 from kaleido_s2v.evaluation.candidates import Candidate, mask_iou
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.motion import classify_displacement, expected_direction, flow_metrics
@@ -139,7 +139,7 @@ def check_video_fit(num_frames: int, width: int, height: int, name: str) -> None
 def _read_frames(path: Path) -> np.ndarray:
     """Decode a video file; FileNotFoundError when missing, ValueError naming it when empty (0 bytes),
     truncated or not a video."""
-    from kaleido_s2v.video_io import read_video
+    from kaleido_s2v.common.video_io import read_video
 
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"video {path} is empty (0 bytes)")

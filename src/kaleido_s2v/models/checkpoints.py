@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from kaleido_s2v.atomic import atomic_path, is_temporary, write_text_atomic
+from kaleido_s2v.common.atomic import atomic_path, is_temporary, write_text_atomic
+from kaleido_s2v.common.paths import inside_folder
 from kaleido_s2v.models.key_mapping import SAT_PREFIX, StateDict, convert_state_dict, detect_layout
 from kaleido_s2v.models.transformer import KaleidoTransformer3DModel
-from kaleido_s2v.paths import inside_folder
 
 SAT_WEIGHT_FILES = ("mp_rank_00_model_states.pt", "fsdp2_rank_0000_checkpoint.pt")
 SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"

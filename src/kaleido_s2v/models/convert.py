@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kaleido_s2v.atomic import atomic_path
+from kaleido_s2v.common.atomic import atomic_path
 from kaleido_s2v.models.checkpoints import (
     infer_config,
     load_transformer,

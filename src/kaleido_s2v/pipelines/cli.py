@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse, before the model loads, flags that cannot work; what depends on the model (sizes, frame
     counts, steps) is checked by the pipeline before it samples."""
-    from kaleido_s2v.cases import check_text
+    from kaleido_s2v.common.cases import check_text
     from kaleido_s2v.pipelines.generate import BATCH_SUFFIX
     from kaleido_s2v.pipelines.outputs import check_fps
 

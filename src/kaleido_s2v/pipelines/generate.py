@@ -1,6 +1,6 @@
 """What `kaleido-s2v generate` does, without argparse: load a model, generate, write video + side-car.
 
-`generate --batch` reads a case file (SPEC §9.1, `kaleido_s2v.cases`) and writes `<out_dir>/<id>.mp4`
+`generate --batch` reads a case file (SPEC §9.1, `kaleido_s2v.common.cases`) and writes `<out_dir>/<id>.mp4`
 and `<out_dir>/<id>.json`. A case is skipped when both exist and the JSON records the same
 resolved parameters (SPEC §10.3), so an interrupted run resumes where it stopped. A bad case (a bad
 line, or any error while generating it) is reported in one line and skipped; the others still run.
@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kaleido_s2v.cases import Case, read_cases
-from kaleido_s2v.hashing import file_sha256
+from kaleido_s2v.common.cases import Case, read_cases
+from kaleido_s2v.common.hashing import file_sha256
 from kaleido_s2v.pipelines.outputs import check_fps, check_output, save_frames, sidecar_path, write_sidecar
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}

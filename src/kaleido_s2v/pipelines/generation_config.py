@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import write_json_atomic
+from kaleido_s2v.common.atomic import write_json_atomic
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 

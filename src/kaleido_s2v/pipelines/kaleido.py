@@ -28,9 +28,9 @@ from diffusers.loaders import WanLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 
+from kaleido_s2v.common.paths import inside_folder
 from kaleido_s2v.models.rope import token_positions
 from kaleido_s2v.models.transformer import KaleidoTransformer3DModel
-from kaleido_s2v.paths import inside_folder
 from kaleido_s2v.pipelines.generation_config import (
     GenerationConfig,
     scheduler_preset,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
-from kaleido_s2v.video_io import write_video
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.video_io import write_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 FRAME_NAME = re.compile(r"\d{5}\.png")  # what write_png_frames writes

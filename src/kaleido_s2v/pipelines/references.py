@@ -1,6 +1,6 @@
 """Reference images: loading from any common form and letterboxing to the video size (SPEC §3).
 
-A file is opened by `kaleido_s2v.images.open_image` (EXIF orientation applied, 16-bit mapped to 8-bit,
+A file is opened by `kaleido_s2v.common.images.open_image` (EXIF orientation applied, 16-bit mapped to 8-bit,
 transparency kept) and an in-memory image is brought to 8 bits by its `to_8bit`; each reference is then
 composited on white (`images.on_white`), resized with LANCZOS so that it fits inside (height, width)
 keeping its aspect ratio, padded centred with white to exactly (height, width), and scaled to [-1, 1].
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kaleido_s2v.images import WHITE, on_white, open_image, to_8bit, unit_float_to_uint8
+from kaleido_s2v.common.images import WHITE, on_white, open_image, to_8bit, unit_float_to_uint8
 
 ReferenceInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 

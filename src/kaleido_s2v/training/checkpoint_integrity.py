@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kaleido_s2v.atomic import write_json_atomic
-from kaleido_s2v.hashing import file_sha256
+from kaleido_s2v.common.atomic import write_json_atomic
+from kaleido_s2v.common.hashing import file_sha256
 
 COMPLETE_MARKER = "complete.json"
 MARKER_FORMAT = 1

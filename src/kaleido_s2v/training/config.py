@@ -1,4 +1,4 @@
-"""Training configuration: frozen dataclasses read from YAML by the rules of `kaleido_s2v.config_files`.
+"""Training configuration: frozen dataclasses read from YAML by the rules of `kaleido_s2v.common.config_files`.
 
 A config file mirrors `TrainConfig`: top-level scalars plus the sections `model`, `data`,
 `optimizer`, `lora` and `sampling`. Any key that is not a field is an error naming the key and
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from kaleido_s2v.config_files import build_dataclass, load_dataclass
+from kaleido_s2v.common.config_files import build_dataclass, load_dataclass
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML file into a validated `TrainConfig` (the rules of `kaleido_s2v.config_files`).
+    """Read a YAML file into a validated `TrainConfig` (the rules of `kaleido_s2v.common.config_files`).
 
     Relative paths inside the file stay relative to the current directory, as on the command line.
     `overrides` (nested dicts) replace values from the file, e.g. in tests: sections merge key by

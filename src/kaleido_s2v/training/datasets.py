@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 from kaleido_s2v.training.buckets import BucketKey, nearest_resolution
 from kaleido_s2v.training.config import DataConfig
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kaleido_s2v.atomic import atomic_path
+from kaleido_s2v.common.atomic import atomic_path
 from kaleido_s2v.training.config import LoraSettings
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"

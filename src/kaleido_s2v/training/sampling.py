@@ -17,7 +17,7 @@ from kaleido_s2v.training.config import TrainConfig
 
 def read_sample_cases(path: str | os.PathLike) -> list:
     """The cases of `sampling.cases` (SPEC §9.1); any bad line is an error naming it."""
-    from kaleido_s2v.cases import read_cases, split_cases
+    from kaleido_s2v.common.cases import read_cases, split_cases
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"sampling.cases {path} does not exist")

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kaleido_s2v.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
 from kaleido_s2v.training import distributed
 from kaleido_s2v.training.buckets import BucketBatchSampler, rank_slice
 from kaleido_s2v.training.checkpoint_integrity import (

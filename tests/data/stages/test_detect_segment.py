@@ -55,9 +55,9 @@ def test_ground_truth_backends_are_exact(easy_scenes, tmp_path, clip_config):
 
 
 def test_static_video_has_no_subject(tmp_path):
+    from kaleido_s2v.common.video_io import write_video
     from kaleido_s2v.data.stages.base import Context
     from kaleido_s2v.data.stages.detect import DetectConfig, DetectStage
-    from kaleido_s2v.video_io import write_video
 
     frames = np.tile(np.linspace(60, 200, 64, dtype=np.uint8)[None, None, :, None], (20, 64, 1, 3))
     write_video(tmp_path / "clip.mp4", frames, fps=8)

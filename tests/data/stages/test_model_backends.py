@@ -115,9 +115,9 @@ def test_flux_fill_keeps_the_subject_pixels_exactly(model_run):
 
 
 def test_vlm_caption_backend(tmp_path, tiny_models):
+    from kaleido_s2v.common.video_io import write_video
     from kaleido_s2v.data.stages.base import Context
     from kaleido_s2v.data.stages.caption import CaptionConfig, CaptionStage
-    from kaleido_s2v.video_io import write_video
 
     frames = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
     write_video(tmp_path / "clip.mp4", frames, fps=8)

@@ -44,7 +44,7 @@ def test_clip_window_resamples_by_timestamp(bikes_path):
 
 
 def test_split_cuts_exact_frame_counts(tmp_path, bikes_path):
-    from kaleido_s2v.video_io import probe_video, read_video
+    from kaleido_s2v.common.video_io import probe_video, read_video
 
     probe = _probe(tmp_path, bikes_path)
     assert probe.status == "ok" and probe.data["num_frames"] == 250 and probe.data["fps"] == pytest.approx(25)

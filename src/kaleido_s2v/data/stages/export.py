@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaleido_s2v.atomic import is_temporary
+from kaleido_s2v.common.atomic import is_temporary
 from kaleido_s2v.data.manifest import changed_artifacts
 from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict
 

@@ -70,7 +70,7 @@ def decode_frames(
 
 def read_clip(run_dir: Path, item: dict) -> np.ndarray:
     """The clip of a clip item as (F, H, W, 3) uint8."""
-    from kaleido_s2v.video_io import read_video
+    from kaleido_s2v.common.video_io import read_video
 
     frames, _ = read_video(run_dir / item["clip"])
     return frames

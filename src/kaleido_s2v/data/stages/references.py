@@ -230,7 +230,7 @@ class ReferencesStage:
     def run(self, item: dict, context: Context) -> StageResult:
         from PIL import Image
 
-        from kaleido_s2v.atomic import atomic_path
+        from kaleido_s2v.common.atomic import atomic_path
         from kaleido_s2v.data.stages.frames import read_keyframe
 
         c = self.config

@@ -82,8 +82,8 @@ class SplitStage:
         return {"backend": self.config.backend, "config": config_dict(self.config)}
 
     def run(self, item: dict, context: Context) -> StageResult:
+        from kaleido_s2v.common.video_io import write_video
         from kaleido_s2v.data.stages.frames import decode_frames, frame_times
-        from kaleido_s2v.video_io import write_video
 
         c = self.config
         probe = context.upstream["probe"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.atomic import atomic_path
+from kaleido_s2v.common.atomic import atomic_path
 
 
 @dataclass(frozen=True)

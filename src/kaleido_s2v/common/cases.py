@@ -141,7 +141,7 @@ def split_cases(items: list[Case | CaseError]) -> tuple[list[Case], list[CaseErr
 
 def write_cases_jsonl(path: str | os.PathLike, cases: list[Case]) -> Path:
     """Write cases as `.jsonl` (atomically), reference paths relative to the file's folder."""
-    from kaleido_s2v.atomic import write_text_atomic
+    from kaleido_s2v.common.atomic import write_text_atomic
 
     path = Path(path)
     if path.suffix.lower() != JSONL_SUFFIX:
