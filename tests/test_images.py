@@ -193,3 +193,45 @@ def test_a_directory_is_an_image_error_and_a_missing_file_is_not_found(tmp_path)
 def test_empty_bytes_are_named_by_their_label():
     with pytest.raises(ImageError, match="^sample k: reference 1 is empty"):
         open_image(b"", label="sample k: reference 1")
+
+
+# --- letterboxing (kaleido_s2v.common.letterbox): one geometry for references, evaluation images and masks
+
+
+@pytest.mark.parametrize(
+    ("image_wh", "box_hw", "placement"),
+    [
+        ((200, 100), (64, 64), (0, 16, 64, 32)),  # wide: bars top and bottom
+        ((100, 30), (64, 96), (0, 18, 96, 28)),  # r = 3.33 > 1.5: (W, int(W / r)) = (96, int(28.8))
+        ((37, 100), (64, 96), (36, 0, 23, 64)),  # r = 0.37: (int(H * r), H) = (int(23.68), 64)
+        ((1000, 1), (64, 64), (0, 31, 64, 1)),  # a side below one pixel is kept at one
+    ],
+)
+def test_letterbox_placement_is_spec_section_3(image_wh, box_hw, placement):
+    from kaleido_s2v.common.letterbox import Placement, letterbox_placement
+
+    assert letterbox_placement(*image_wh, *box_hw) == Placement(*placement)
+
+
+@pytest.mark.parametrize("image_wh", [(200, 100), (37, 100), (50, 50), (13, 7)])
+def test_pipeline_and_evaluation_letterbox_images_and_masks_into_the_same_box(image_wh):
+    from kaleido_s2v.common.letterbox import letterbox_placement
+    from kaleido_s2v.evaluation.references import letterbox as evaluation_letterbox
+    from kaleido_s2v.evaluation.references import letterbox_mask
+    from kaleido_s2v.pipelines.references import letterbox as reference_letterbox
+
+    width, height = image_wh
+    pixels = np.random.default_rng(0).integers(0, 200, (height, width, 3), dtype=np.uint8)
+    box = letterbox_placement(width, height, 48, 80)
+    reference = np.asarray(reference_letterbox(Image.fromarray(pixels), 48, 80))
+    assert np.array_equal(evaluation_letterbox(pixels, 48, 80), reference)
+    mask, inside = letterbox_mask(np.ones((height, width), bool), 48, 80)
+    rows, columns = np.nonzero(inside)
+    assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (
+        box.left,
+        box.top,
+        box.left + box.width,
+        box.top + box.height,
+    )
+    assert np.array_equal(mask, inside)  # a full mask fills exactly the image's box
+    assert (reference[~inside] == 255).all()  # white bars outside it

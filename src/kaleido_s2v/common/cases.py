@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kaleido_s2v.common.atomic import write_text_atomic
+
 JSONL_SUFFIX = ".jsonl"
 LINE_SEPARATOR = "@@"
 _FORBIDDEN_ID_CHARACTERS = frozenset('/\\:*?"<>|\0\n\r\t')
@@ -141,8 +143,6 @@ def split_cases(items: list[Case | CaseError]) -> tuple[list[Case], list[CaseErr
 
 def write_cases_jsonl(path: str | os.PathLike, cases: list[Case]) -> Path:
     """Write cases as `.jsonl` (atomically), reference paths relative to the file's folder."""
-    from kaleido_s2v.common.atomic import write_text_atomic
-
     path = Path(path)
     if path.suffix.lower() != JSONL_SUFFIX:
         raise ValueError(f"{path}: a case list written as JSON lines must end in {JSONL_SUFFIX}")

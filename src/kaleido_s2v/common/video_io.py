@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,41 +21,42 @@ class VideoInfo:
     height: int
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Stream metadata; counts frames by decoding when the container does not say."""
+@contextmanager
+def _video_stream(path: Path):
+    """(container, first video stream) of `path`; a missing file, a file without a video stream and
+    any decoding error (also one raised while the caller decodes) become one error naming the file."""
     import av
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            num_frames = stream.frames or sum(1 for _ in container.decode(stream))
-            return VideoInfo(fps=fps, num_frames=num_frames, width=stream.width, height=stream.height)
+            yield container, container.streams.video[0]
     except av.error.FFmpegError as error:
         raise ValueError(f"cannot read video {path}: {error}") from error
+
+
+def _frame_rate(stream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 0)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Stream metadata; counts frames by decoding when the container does not say."""
+    with _video_stream(Path(path)) as (container, stream):
+        num_frames = stream.frames or sum(1 for _ in container.decode(stream))
+        return VideoInfo(
+            fps=_frame_rate(stream), num_frames=num_frames, width=stream.width, height=stream.height
+        )
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """Decode every frame. Returns (frames (F, H, W, 3) uint8 RGB, fps)."""
-    import av
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot read video {path}: {error}") from error
+    with _video_stream(path) as (container, stream):
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        fps = _frame_rate(stream)
     if not frames:
         raise ValueError(f"video {path} has 0 frames")
     return np.stack(frames), fps
