@@ -60,6 +60,8 @@ def test_flags_override_the_generation_config(tiny_model_dir, reference_files, t
         "1",
         "--fps",
         "4",
+        "--shift",
+        "3",
     ]
     assert _generate(tiny_model_dir, *args) == 0
     with Image.open(out) as gif:
@@ -67,6 +69,7 @@ def test_flags_override_the_generation_config(tiny_model_dir, reference_files, t
     sidecar = json.loads((tmp_path / "wide.json").read_text())
     assert (sidecar["height"], sidecar["width"], sidecar["num_frames"], sidecar["fps"]) == (48, 80, 9, 4)
     assert sidecar["num_inference_steps"] == 1 and sidecar["guidance_scale"] == 1.0
+    assert sidecar["shift"] == 3.0  # --shift (new) decides the schedule's shift
 
 
 @pytest.mark.parametrize(

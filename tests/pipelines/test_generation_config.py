@@ -25,7 +25,7 @@ def _spec_sigmas(steps: int, shift: float) -> np.ndarray:
 
 def test_release_schedule_equals_the_spec_formula():
     scheduler = make_scheduler("kaleido_euler")
-    set_scheduler_sigmas(scheduler, 50)
+    set_scheduler_sigmas(scheduler, 50, shift=7.0)
     expected = _spec_sigmas(50, 7.0)
     assert len(scheduler.sigmas) == 51
     np.testing.assert_allclose(scheduler.sigmas.double().numpy(), expected, atol=1e-7)
@@ -46,7 +46,7 @@ def test_shifted_sigmas_helper_is_the_formula():
 
 def test_one_euler_step_is_the_spec_update():
     scheduler = make_scheduler("kaleido_euler")
-    set_scheduler_sigmas(scheduler, 50)
+    set_scheduler_sigmas(scheduler, 50, shift=7.0)
     scheduler.set_begin_index(0)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 2, 4, 4, generator=generator)
@@ -59,7 +59,7 @@ def test_one_euler_step_is_the_spec_update():
 def test_wan_unipc_preset_uses_wan_sigmas_with_shift_5():
     scheduler = make_scheduler("wan_unipc")
     assert scheduler_shift(scheduler) == 5.0
-    set_scheduler_sigmas(scheduler, 10)
+    set_scheduler_sigmas(scheduler, 10, shift=scheduler_shift(scheduler))
     u = np.linspace(1, 1 / 1000, 11)[:-1]
     expected = 5 * u / (1 + 4 * u)
     expected[0] -= 1e-6  # diffusers nudges sigma 1 to keep log(alpha) finite
@@ -96,3 +96,30 @@ def test_unknown_scheduler_preset_is_rejected():
         GenerationConfig(scheduler="ddim")
     with pytest.raises(ValueError, match="unknown"):
         make_scheduler("ddim")
+
+
+def test_overrides_and_cli_flags_are_derived_from_the_one_list_of_settings():
+    from dataclasses import fields
+
+    from kaleido_s2v.cli import build_parser
+    from kaleido_s2v.pipelines.generation_config import GenerationSettings
+
+    overridable = [f.name for f in fields(GenerationSettings)]
+    assert overridable == [
+        "height",
+        "width",
+        "num_frames",
+        "fps",
+        "num_inference_steps",
+        "guidance_scale",
+        "shift",
+        "negative_prompt",
+    ]
+    assert all(f.name in {g.name for g in fields(GenerationConfig)} for f in fields(GenerationSettings))
+    args = build_parser().parse_args(
+        ["generate", "--frames", "9", "--steps", "3", "--guidance", "2", "--shift", "3"]
+    )
+    settings = GenerationSettings(**{name: getattr(args, name) for name in overridable})
+    resolved = GenerationConfig(height=64).override(**vars(settings))
+    assert (resolved.height, resolved.num_frames, resolved.num_inference_steps) == (64, 9, 3)
+    assert (resolved.guidance_scale, resolved.shift) == (2.0, 3.0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from kaleido_s2v.pipelines.generation_config import shifted_sigmas
-from kaleido_s2v.pipelines.kaleido import KaleidoPipeline, count_prompt_tokens
+from kaleido_s2v.models.encoders import count_prompt_tokens
+from kaleido_s2v.pipelines.generation_config import scheduler_preset, shifted_sigmas
+from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
 from kaleido_s2v.pipelines.references import prepare_references
 from tiny_components import tiny_generation_config
 
@@ -70,8 +73,6 @@ def test_guidance_combines_both_branches_of_one_forward_by_the_formula(pipe, ref
 
 
 def test_text_length_comes_from_the_generation_config(pipe, reference_files):
-    import dataclasses
-
     recorder = _Recorder(pipe.transformer)
     original = pipe.generation_config
     try:
@@ -230,7 +231,9 @@ def test_more_references_than_the_rotary_table_allows_is_refused_before_encoding
 
 def test_reference_too_large_for_the_rotary_offset_is_refused(pipe):
     # Under the kaleido policy references sit at offset 80; a 784 px reference is a 49-patch grid: 80 + 49 > 128.
-    with pytest.raises(ValueError, match="needs rotary position 128, but the table holds 128"):
+    with pytest.raises(
+        ValueError, match="784x784: reference 0 .* reaches rotary position 128, but the table holds 128"
+    ):
         pipe(PROMPT, reference_images=[np.zeros((8, 8, 3), np.uint8)], reference_size=(784, 784))
 
 
@@ -286,11 +289,13 @@ def test_wan_unipc_preset_runs_on_wan_sigmas(reference_files):
     from tiny_components import tiny_pipeline
 
     pipe = tiny_pipeline(0, scheduler="wan_unipc")
-    pipe.generation_config = tiny_generation_config()
+    # Built from components, the pipeline takes the scheduler's preset and shift as its defaults.
+    assert (pipe.generation_config.scheduler, pipe.generation_config.shift) == ("wan_unipc", 5.0)
+    pipe.generation_config = dataclasses.replace(tiny_generation_config(), scheduler="wan_unipc", shift=5.0)
     pipe.set_progress_bar_config(disable=True)
     recorder = _Recorder(pipe.transformer)
     latents = _generate(pipe, reference_files, num_inference_steps=3, output_type="latent")
-    assert torch.isfinite(latents).all() and pipe.describe() == {"scheduler": "wan_unipc", "shift": 5.0}
+    assert torch.isfinite(latents).all() and scheduler_preset(pipe.scheduler) == "wan_unipc"
     u = np.linspace(1, 1 / 1000, 4)[:-1]
     sigmas = 5 * u / (1 + 4 * u)
     sigmas[0] -= 1e-6  # diffusers keeps sigma below 1 for UniPC's log(alpha)
@@ -306,3 +311,64 @@ def test_count_prompt_tokens_counts_what_encode_prompt_reads(pipe, prompt):
     count = count_prompt_tokens(pipe.tokenizer, prompt)
     assert read == min(count, limit)
     assert (count > limit) == (prompt.startswith("a cat walks"))
+
+
+@pytest.mark.parametrize("scheduler", ["kaleido_euler", "wan_unipc"])
+def test_the_resolved_shift_decides_the_schedule_not_the_scheduler_it_was_built_with(
+    reference_files, scheduler
+):
+    """Behaviour change: generation_config's shift (or a call's shift=) is applied to the scheduler;
+    before, the scheduler's own shift was used whatever generation_config said."""
+    from tiny_components import tiny_pipeline
+
+    pipe = tiny_pipeline(0, scheduler=scheduler)  # built with the preset's shift (7 or 5)
+    pipe.generation_config = dataclasses.replace(tiny_generation_config(), scheduler=scheduler, shift=3.0)
+    pipe.set_progress_bar_config(disable=True)
+    recorder = _Recorder(pipe.transformer)
+    _generate(pipe, reference_files, num_inference_steps=2, guidance_scale=1.0, output_type="latent")
+    _generate(
+        pipe, reference_files, num_inference_steps=2, guidance_scale=1.0, output_type="latent", shift=2.0
+    )
+    # The second of 2 steps is at base sigma u, shifted: s*u / (1 + (s - 1)*u), seen by the model x1000
+    # (UniPC rounds it down to an integer timestep).
+    u = 0.5 if scheduler == "kaleido_euler" else (1 + 1 / 1000) / 2
+    expected = [shift * u / (1 + (shift - 1) * u) * 1000 for shift in (3.0, 2.0)]
+    seen = [float(call["timestep"][0]) for call in recorder.calls[1::2]]
+    np.testing.assert_allclose(seen, expected, atol=1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"shift": 0.0}, "shift must be a finite number > 0, got 0.0"),
+        ({"shift": float("inf")}, "shift must be a finite number > 0, got inf"),
+        ({"max_sequence_length": 0}, "max_sequence_length must be at least 1, got 0"),
+    ],
+)
+def test_bad_shift_and_text_length_are_refused(pipe, options, message):
+    """New checks: a call's shift (new argument) and a zero max_sequence_length (before: 0 meant the
+    model's value) are refused before any model runs."""
+    with pytest.raises(ValueError, match=message):
+        pipe(PROMPT, reference_images=[], **options)
+
+
+def test_a_saved_scheduler_shift_that_disagrees_is_warned_about_and_the_file_decides(
+    tiny_model_dir, reference_files, tmp_path
+):
+    """Behaviour change: generation_config.json's shift samples; before, the saved scheduler's did."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler_file.write_text(json.dumps({**json.loads(scheduler_file.read_text()), "shift": 3.0}))
+    with pytest.warns(
+        UserWarning, match="shift 3.0 differs from generation_config.json's 7.0; sampling uses"
+    ):
+        loaded = KaleidoPipeline.from_pretrained(folder)
+    loaded.set_progress_bar_config(disable=True)
+    recorder = _Recorder(loaded.transformer)
+    _generate(loaded, reference_files, guidance_scale=1.0, num_inference_steps=4, output_type="latent")
+    seen = [float(call["timestep"][0]) for call in recorder.calls]
+    np.testing.assert_allclose(seen, shifted_sigmas(4, 7.0)[:-1] * 1000, rtol=1e-6)

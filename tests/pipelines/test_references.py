@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from kaleido_s2v.common.letterbox import letterbox_placement
 from kaleido_s2v.pipelines.references import (
-    fit_size,
     image_to_tensor,
     letterbox,
     load_reference,
@@ -32,7 +32,8 @@ def _solid(width: int, height: int, colour=(10, 120, 40)) -> Image.Image:
     ],
 )
 def test_fit_size_follows_the_spec_formula_with_truncation(image_size, video_hw, expected_size):
-    assert fit_size(*image_size, *video_hw) == expected_size
+    placement = letterbox_placement(*image_size, *video_hw)
+    assert (placement.width, placement.height) == expected_size
 
 
 def test_wide_image_is_centred_with_white_bars_top_and_bottom():

@@ -1,4 +1,4 @@
-"""KaleidoPipeline with a text encoder other than UMT5: the class comes from model_index.json."""
+"""KaleidoPipeline with a text encoder other than UMT5: loaded as the class it was saved from (`models.components`)."""
 
 from __future__ import annotations
 

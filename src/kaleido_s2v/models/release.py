@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from kaleido_s2v.models.checkpoints import check_state_dict, load_torch_file
+from kaleido_s2v.models.checkpoints import check_state_dict, load_torch_file, load_transformer
 
 StateDict = dict[str, torch.Tensor]
 
@@ -215,8 +215,6 @@ def load_release_components(
         head dimension is assumed 128, as in every released Wan2.1 model).
     """
     from transformers import AutoTokenizer
-
-    from kaleido_s2v.models.checkpoints import load_transformer
 
     path = Path(path)
     missing = [

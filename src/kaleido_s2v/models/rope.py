@@ -66,6 +66,37 @@ def token_positions(
     return torch.cat(parts, dim=0)
 
 
+def check_positions_fit(
+    video_grid: tuple[int, int, int], reference_grids: list[tuple[int, int]], policy: str, table_size: int
+) -> None:
+    """Refuse a sequence whose positions reach past a rotary table of `table_size` rows (SPEC §10.2).
+
+    Reference i reaches max(i, offset_h + h_i - 1, offset_w + w_i - 1); the video max(F, H, W) - 1: the
+    largest entry of `token_positions`, computed without building it, so a caller can check a request
+    before encoding anything. Raises ValueError naming the first part that does not fit.
+    """
+    if len(reference_grids) > table_size:
+        raise ValueError(
+            f"{len(reference_grids)} references exceed the rotary position table ({table_size} temporal "
+            f"positions, rope_max_seq_len); reference i sits at temporal position i, so use at most {table_size}"
+        )
+    offset_h, offset_w = reference_offset(policy, video_grid[1:])
+    for index, (ref_h, ref_w) in enumerate(reference_grids):
+        reach = max(index, offset_h + ref_h - 1, offset_w + ref_w - 1)
+        if reach >= table_size:
+            raise ValueError(
+                f"reference {index} (patch grid {ref_h}x{ref_w}) at R-RoPE offset ({offset_h}, {offset_w}) "
+                f"under policy {policy!r} reaches rotary position {reach}, but the table holds "
+                f"{table_size} positions (rope_max_seq_len); use fewer or smaller references, or a model "
+                f"with rope_max_seq_len > {reach}"
+            )
+    if max(video_grid) - 1 >= table_size:
+        raise ValueError(
+            f"video patch grid {video_grid} exceeds the rotary table of {table_size} positions "
+            "(rope_max_seq_len); use a smaller video"
+        )
+
+
 class ReferenceRotaryPosEmbed(WanRotaryPosEmbed):
     """Wan's rotary tables, looked up at explicit per-token positions instead of one video grid.
 

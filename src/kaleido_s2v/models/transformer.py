@@ -23,7 +23,7 @@ from kaleido_s2v.models.rope import (
     KALEIDO_REFERENCE_OFFSET,
     ROPE_POLICIES,
     ReferenceRotaryPosEmbed,
-    reference_offset,
+    check_positions_fit,
     token_positions,
 )
 
@@ -124,8 +124,10 @@ class KaleidoTransformer3DModel(WanTransformer3DModel):
         reference_grids = [(ref.shape[3] // p_h, ref.shape[4] // p_w) for ref in references]
 
         # 1. Positions of [ref_0 | ... | ref_{S-1} | video] and their rotary embedding.
-        positions = token_positions(video_grid, reference_grids, self.config.rope_policy)
-        self._check_positions_fit(positions, video_grid, reference_grids)
+        config = self.config
+        check_positions_fit(video_grid, reference_grids, config.rope_policy, config.rope_max_seq_len)
+        self._warn_if_positions_overlap(video_grid, reference_grids)
+        positions = token_positions(video_grid, reference_grids, config.rope_policy)
         rotary_emb = self.rope(positions)  # cos, sin: (1, N_ref + N_video, 1, head_dim)
 
         # 2. Patchify every part with the same Conv3d and concatenate, references first.
@@ -236,31 +238,15 @@ class KaleidoTransformer3DModel(WanTransformer3DModel):
                 )
         return timestep
 
-    def _check_positions_fit(
-        self,
-        positions: torch.Tensor,
-        video_grid: tuple[int, int, int],
-        reference_grids: list[tuple[int, int]],
+    def _warn_if_positions_overlap(
+        self, video_grid: tuple[int, int, int], reference_grids: list[tuple[int, int]]
     ) -> None:
-        """Refuse positions beyond the rotary table; warn when video and references overlap."""
-        table_size = self.config.rope_max_seq_len
-        policy = self.config.rope_policy
-        offset_h, offset_w = reference_offset(policy, video_grid[1:])
-        for index, (ref_h, ref_w) in enumerate(reference_grids):
-            reach = max(index, offset_h + ref_h - 1, offset_w + ref_w - 1)
-            if reach >= table_size:
-                raise ValueError(
-                    f"reference {index} (patch grid {ref_h}x{ref_w}) at R-RoPE offset ({offset_h}, {offset_w}) "
-                    f"under policy {policy!r} reaches rotary position {reach}, but the table holds "
-                    f"{table_size} positions (rope_max_seq_len); use fewer or smaller references, or a model "
-                    f"with rope_max_seq_len > {reach}"
-                )
-        if int(positions.max()) >= table_size:
-            raise ValueError(
-                f"video patch grid {video_grid} exceeds the rotary table of {table_size} positions "
-                "(rope_max_seq_len)"
-            )
-        if policy == "kaleido" and reference_grids and max(video_grid[1:]) > KALEIDO_REFERENCE_OFFSET:
+        """Warn when video and reference rotary positions overlap, which the release never saw."""
+        if (
+            self.config.rope_policy == "kaleido"
+            and reference_grids
+            and max(video_grid[1:]) > KALEIDO_REFERENCE_OFFSET
+        ):
             warnings.warn(
                 f"video patch grid {video_grid[1]}x{video_grid[2]} exceeds the R-RoPE offset "
                 f"{KALEIDO_REFERENCE_OFFSET}: video and reference rotary positions overlap, which the "

@@ -6,6 +6,10 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import fields
+
+from kaleido_s2v.demo.bundled import bundled_model_path
+from kaleido_s2v.pipelines.generation_config import FLAG, HELP, GenerationConfig, GenerationSettings
 
 MODEL_ENV = "KALEIDO_S2V_MODEL"
 
@@ -38,14 +42,17 @@ def register(subparsers) -> None:
             "bundled 64x64 demo model)"
         ),
     )
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--frames", type=int, help="number of frames, 4k + 1")
-    parser.add_argument("--fps", type=int)
-    parser.add_argument("--steps", type=int, help="sampling steps")
-    parser.add_argument("--guidance", type=float, help="text guidance scale (1 = no guidance)")
+    defaults = {setting.name: setting.default for setting in fields(GenerationConfig)}
+    for setting in fields(GenerationSettings):  # one flag per overridable setting, stored under its name
+        flag = setting.metadata[FLAG]
+        parser.add_argument(
+            flag,
+            dest=setting.name,
+            type=type(defaults[setting.name]),
+            metavar=flag.removeprefix("--").replace("-", "_").upper(),
+            help=f"{setting.metadata[HELP]} (default: the model's)",
+        )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (a case's own seed wins; default 0)")
-    parser.add_argument("--negative-prompt", help="negative prompt (default: the model's)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--offload", action="store_true", help="model CPU offload for small GPUs")
@@ -63,7 +70,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kaleido_s2v.pipelines.generate import (
-        GenerationSettings,
         generate_to_file,
         load_model,
         resolve_parameters,
@@ -76,18 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output(args.out, overwrite=args.overwrite)  # before minutes of loading and sampling
     if not args.model:
-        from kaleido_s2v.demo.bundled import bundled_model_path
-
         args.model = str(bundled_model_path())
         print(f"no --model given: using the bundled demo model ({args.model})", file=sys.stderr)
     settings = GenerationSettings(
-        height=args.height,
-        width=args.width,
-        num_frames=args.frames,
-        fps=args.fps,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        negative_prompt=args.negative_prompt,
+        **{setting.name: getattr(args, setting.name) for setting in fields(GenerationSettings)}
     )
     model = load_model(
         args.model, dtype=args.dtype, device=args.device, offload=args.offload, vae_tiling=args.vae_tiling
@@ -121,9 +119,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
             check_text(text, flag)
     if args.fps is not None:
         check_fps(args.fps, args.out or BATCH_SUFFIX)
-    if args.guidance is not None and not math.isfinite(args.guidance):
+    if args.guidance_scale is not None and not math.isfinite(args.guidance_scale):
         raise ValueError(
-            f"--guidance {args.guidance} is not a finite number; use a value >= 0 (1 = no guidance)"
+            f"--guidance {args.guidance_scale} is not a finite number; use a value >= 0 (1 = no guidance)"
         )
     if args.batch:
         if not args.out_dir:

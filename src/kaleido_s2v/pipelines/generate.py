@@ -13,12 +13,21 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from kaleido_s2v import __version__
 from kaleido_s2v.common.cases import Case, read_cases
 from kaleido_s2v.common.hashing import file_sha256
+from kaleido_s2v.models.encoders import count_prompt_tokens
+from kaleido_s2v.models.release import is_release_folder
+from kaleido_s2v.pipelines.generation_config import GenerationSettings, scheduler_preset
+from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
 from kaleido_s2v.pipelines.outputs import check_fps, check_output, save_frames, sidecar_path, write_sidecar
+from kaleido_s2v.pipelines.references import reference_fingerprint
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -43,19 +52,6 @@ RESUME_KEYS = (
 
 _FINGERPRINT_SAMPLE = 1 << 20
 BATCH_SUFFIX = ".mp4"  # --batch writes <out_dir>/<id>.mp4
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Call-level overrides of the model's generation_config (None keeps the model's value)."""
-
-    height: int | None = None
-    width: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +97,6 @@ def model_fingerprint(path: str | os.PathLike) -> str:
 def resolve_device(device: str | None) -> str:
     """The device to run on: unset, cuda when torch sees a GPU, else cpu. A named device must be cpu,
     cuda, cuda:N or mps, and usable by this torch build on this machine; otherwise a ValueError says why."""
-    import torch
-
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -146,11 +140,6 @@ def load_model(
     the VAE stays fp32. offload: diffusers' model CPU offload (needs a GPU). vae_tiling: decode in tiles
     (less memory).
     """
-    import torch
-
-    from kaleido_s2v.models.release import is_release_folder
-    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
-
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
@@ -186,22 +175,11 @@ def resolve_parameters(
     settings: GenerationSettings,
     seed: int,
 ) -> dict:
-    """Every parameter a generation uses, resolved against the model's generation_config, and the prompt's
-    token count (`prompt_tokens`; `prompt_truncated` when it exceeds max_sequence_length)."""
-    from kaleido_s2v import __version__
-    from kaleido_s2v.pipelines.kaleido import count_prompt_tokens
-    from kaleido_s2v.pipelines.references import reference_fingerprint
-
+    """Every parameter a generation uses: each setting resolved by `GenerationConfig.override` (the
+    `settings` given over the model's generation_config), the scheduler preset the model samples with,
+    and the prompt's token count (`prompt_tokens`; `prompt_truncated` when it exceeds max_sequence_length)."""
     pipeline = model.pipeline
-    config = pipeline.generation_config.override(
-        height=settings.height,
-        width=settings.width,
-        num_frames=settings.num_frames,
-        fps=settings.fps,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        negative_prompt=settings.negative_prompt,
-    )
+    config = pipeline.generation_config.override(**asdict(settings))
     sha256 = []
     for index, reference in enumerate(references):
         if not Path(reference).is_file():
@@ -210,23 +188,16 @@ def resolve_parameters(
     prompt_tokens = count_prompt_tokens(pipeline.tokenizer, prompt)
     return {
         "prompt": prompt,
-        "negative_prompt": config.negative_prompt,
         "references": [str(Path(r).resolve()) for r in references],
         "reference_sha256": sha256,
         "model_path": str(model.path),
         "model_fingerprint": model.fingerprint,
-        "height": config.height,
-        "width": config.width,
-        "num_frames": config.num_frames,
-        "fps": config.fps,
-        "num_inference_steps": config.num_inference_steps,
-        "guidance_scale": config.guidance_scale,
-        "reference_size": list(config.reference_size or (config.height, config.width)),
+        **config.to_dict(),
+        "reference_size": list(config.reference_hw),
+        "scheduler": scheduler_preset(pipeline.scheduler),  # the preset of the scheduler that samples
         "seed": seed,
-        **pipeline.describe(),  # scheduler preset and shift, as the scheduler applies them
         "dtype": model.dtype,
         "device": model.device,
-        "max_sequence_length": config.max_sequence_length,  # as the model was trained
         "prompt_tokens": prompt_tokens,
         "prompt_truncated": prompt_tokens > config.max_sequence_length,
         "kaleido_s2v_version": __version__,
@@ -262,8 +233,6 @@ def generate_to_file(
     also replaces another file there. Both, and the frame rate (`outputs.check_fps`), are checked before
     sampling.
     """
-    import torch
-
     check_output(out, overwrite=overwrite)
     check_fps(parameters["fps"], out)
     started = time.perf_counter()
@@ -280,6 +249,7 @@ def generate_to_file(
         generator=generator,
         reference_size=tuple(parameters["reference_size"]),
         max_sequence_length=parameters["max_sequence_length"],
+        shift=parameters["shift"],
     ).frames[0]
     # The side-car names the output before it is written, so an interrupted write is still known
     # as ours (replaced on the next run, never taken for done: it has no digest yet).
@@ -330,8 +300,6 @@ def run_batch(
     A bad line, or any Exception while a case runs, is logged in one line naming the case and its line,
     and the batch goes on; KeyboardInterrupt and SystemExit still stop it.
     """
-    from tqdm.auto import tqdm
-
     log = log or (lambda message: print(message, file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +332,7 @@ def _run_case(
     """Generate one case of `run_batch`; True when it was already done (nothing written)."""
     seed = default_seed if item.seed is None else item.seed
     if item.negative_prompt is not None:
-        settings = GenerationSettings(**{**settings.__dict__, "negative_prompt": item.negative_prompt})
+        settings = replace(settings, negative_prompt=item.negative_prompt)  # the case's own wins
     parameters = resolve_parameters(model, item.prompt, [r.path for r in item.references], settings, seed)
     parameters["id"] = item.id
     parameters["labels"] = item.labels

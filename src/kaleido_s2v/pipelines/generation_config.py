@@ -1,20 +1,31 @@
-"""Generation defaults that live with a model (`generation_config.json`, SPEC §10.1) and the sigma schedule.
+"""The generation settings, one list with one resolution rule (SPEC §10.1), and the sigma schedule.
 
-The schedule is passed to the scheduler explicitly: `FlowMatchEulerDiscreteScheduler(shift=7)
-.set_timesteps(50)` differs from SPEC §5 by up to 0.078, while the same scheduler given
-`sigmas=linspace(1, 0, 51)[:-1]` shifts them to SPEC §5's values.
+`GenerationConfig` is the list: every setting a generation uses, with the release's values as defaults.
+A model folder's `generation_config.json` holds that model's values. One rule resolves a setting, in
+`GenerationConfig.override`: a call argument (or, for `kaleido-s2v generate`, a CLI flag, which the
+command passes on as the call argument) > the model folder's `generation_config.json` > the defaults
+below. A pipeline built from components, without a folder, takes its default shift and scheduler
+preset from the scheduler it is given. The settings marked with a CLI flag make up
+`GenerationSettings`, the per-call overrides; `kaleido-s2v generate` derives its flags from them.
+
+The shift is applied at sampling time by `set_scheduler_sigmas`, so the resolved setting, not what a
+scheduler was built with, decides the schedule. The schedule is passed to the scheduler explicitly:
+`FlowMatchEulerDiscreteScheduler(shift=7).set_timesteps(50)` differs from SPEC §5 by up to 0.078,
+while the same scheduler given `sigmas=linspace(1, 0, 51)[:-1]` shifts them to SPEC §5's values.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from kaleido_s2v.common.atomic import write_json_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -25,35 +36,47 @@ KALEIDO_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
-SCHEDULER_PRESETS = ("kaleido_euler", "wan_unipc")
+# Each scheduler preset's own shift: Kaleido's release (SPEC §5) and Wan2.1 T2V's sampler.
+PRESET_SHIFTS = {"kaleido_euler": 7.0, "wan_unipc": 5.0}
+SCHEDULER_PRESETS = tuple(PRESET_SHIFTS)
+
+# Field metadata of a setting that a call or a CLI flag may override.
+FLAG = "flag"
+HELP = "help"
+
+
+def _overridable(default: Any, flag: str, help: str) -> Any:
+    """A setting with a `kaleido-s2v generate` flag; the flag parses its value as the default's type."""
+    return field(default=default, metadata={FLAG: flag, HELP: help})
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Defaults for one model; CLI flags and call arguments override them.
+    """Every generation setting of one model (the module docstring gives the resolution rule).
 
     reference_size: (height, width) references are letterboxed to; None means the video size.
-    max_sequence_length: text tokens per prompt, as the model was trained.
+    max_sequence_length: text tokens per prompt, as the model was trained (umt5-xxl: 512).
     scheduler: "kaleido_euler" (SPEC §5, the release) or "wan_unipc" (Wan2.1 T2V's own sampler).
     """
 
-    height: int = 512
-    width: int = 896
-    num_frames: int = 81
-    fps: int = 16
-    num_inference_steps: int = 50
-    guidance_scale: float = 6.0
-    shift: float = 7.0
-    negative_prompt: str = KALEIDO_NEGATIVE_PROMPT
+    height: int = _overridable(512, "--height", "video height in pixels, a multiple of 16")
+    width: int = _overridable(896, "--width", "video width in pixels, a multiple of 16")
+    num_frames: int = _overridable(81, "--frames", "number of frames, 4k + 1")
+    fps: int = _overridable(16, "--fps", "frame rate of the written video")
+    num_inference_steps: int = _overridable(50, "--steps", "sampling steps")
+    guidance_scale: float = _overridable(6.0, "--guidance", "text guidance scale (1 = no guidance)")
+    shift: float = _overridable(PRESET_SHIFTS["kaleido_euler"], "--shift", "sigma shift of the schedule")
+    negative_prompt: str = _overridable(KALEIDO_NEGATIVE_PROMPT, "--negative-prompt", "negative prompt")
     max_references: int = 3
     reference_size: tuple[int, int] | None = None
     scheduler: str = "kaleido_euler"
-    # Text tokens the prompt is padded to (umt5-xxl: 512); a model trained with shorter text sets it.
     max_sequence_length: int = 512
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULER_PRESETS:
             raise ValueError(f"scheduler {self.scheduler!r} is not a preset; use one of {SCHEDULER_PRESETS}")
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "shift", float(self.shift))
         if self.reference_size is not None:
             object.__setattr__(self, "reference_size", tuple(int(v) for v in self.reference_size))
 
@@ -91,11 +114,30 @@ class GenerationConfig:
         return payload
 
     def override(self, **values) -> GenerationConfig:
-        """A copy with every value that is not None replaced."""
+        """The resolution rule: a copy in which every value given that is not None (a call argument or
+        a CLI flag) replaces this config's (the model's)."""
         return replace(self, **{key: value for key, value in values.items() if value is not None})
 
+    @property
+    def reference_hw(self) -> tuple[int, int]:
+        """(height, width) the references are letterboxed to: reference_size, else the video's."""
+        return self.reference_size or (self.height, self.width)
 
-WAN_UNIPC_DEFAULTS = dict(num_inference_steps=50, guidance_scale=5.0, shift=5.0, scheduler="wan_unipc")
+
+# The per-call overrides: one optional field (None keeps the model's value) per setting with a flag.
+GenerationSettings = make_dataclass(
+    "GenerationSettings",
+    [
+        (setting.name, f"{setting.type} | None", field(default=None, metadata=setting.metadata))
+        for setting in fields(GenerationConfig)
+        if FLAG in setting.metadata
+    ],
+    frozen=True,
+    namespace={
+        "__doc__": "Call-level overrides of a model's GenerationConfig (None keeps its value).",
+        "__module__": __name__,
+    },
+)
 
 
 def base_sigmas(num_inference_steps: int, scheduler: str = "kaleido_euler") -> np.ndarray:
@@ -104,6 +146,8 @@ def base_sigmas(num_inference_steps: int, scheduler: str = "kaleido_euler") -> n
     kaleido_euler: linspace(1, 0, N + 1)[:-1] (SPEC §5); wan_unipc: linspace(1, 1/1000, N + 1)[:-1]
     (Wan2.1's sampler).
     """
+    import numpy as np  # here, not at the top: the CLI reads this module's settings at start-up
+
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     end = 0.0 if scheduler == "kaleido_euler" else 1.0 / 1000
@@ -112,30 +156,31 @@ def base_sigmas(num_inference_steps: int, scheduler: str = "kaleido_euler") -> n
 
 def shifted_sigmas(num_inference_steps: int, shift: float) -> np.ndarray:
     """SPEC §5 exactly: sigma_i = s*u / (1 + (s - 1)*u), u = linspace(1, 0, N + 1); length N + 1, ends at 0."""
+    import numpy as np  # here, not at the top: the CLI reads this module's settings at start-up
+
     u = np.linspace(1.0, 0.0, num_inference_steps + 1)
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 
 def make_scheduler(preset: str = "kaleido_euler", shift: float | None = None):
-    """A diffusers scheduler for a preset; `shift` defaults to the preset's (7 Kaleido, 5 Wan)."""
+    """A diffusers scheduler for a preset; `shift` defaults to the preset's (PRESET_SHIFTS)."""
+    if preset not in PRESET_SHIFTS:
+        raise ValueError(f"scheduler preset {preset!r} is unknown; use one of {SCHEDULER_PRESETS}")
+    shift = PRESET_SHIFTS[preset] if shift is None else shift
     if preset == "kaleido_euler":
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        return FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000, shift=7.0 if shift is None else shift
-        )
-    if preset == "wan_unipc":
-        from diffusers import UniPCMultistepScheduler
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    from diffusers import UniPCMultistepScheduler
 
-        return UniPCMultistepScheduler(
-            num_train_timesteps=1000,
-            prediction_type="flow_prediction",
-            use_flow_sigmas=True,
-            flow_shift=5.0 if shift is None else shift,
-            solver_order=2,
-            final_sigmas_type="zero",
-        )
-    raise ValueError(f"scheduler preset {preset!r} is unknown; use one of {SCHEDULER_PRESETS}")
+    return UniPCMultistepScheduler(
+        num_train_timesteps=1000,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        final_sigmas_type="zero",
+    )
 
 
 def scheduler_preset(scheduler) -> str:
@@ -161,7 +206,12 @@ def scheduler_shift(scheduler) -> float:
     return float(scheduler.config.flow_shift)
 
 
-def set_scheduler_sigmas(scheduler, num_inference_steps: int, device=None) -> None:
-    """Give `scheduler` the preset's explicit base sigmas (it applies its own shift)."""
-    sigmas = base_sigmas(num_inference_steps, scheduler_preset(scheduler))
-    scheduler.set_timesteps(sigmas=sigmas, device=device)
+def set_scheduler_sigmas(scheduler, num_inference_steps: int, shift: float, device=None) -> None:
+    """Make `scheduler` sample with `shift` (the resolved setting, whatever it was built with) over its
+    preset's explicit base sigmas, which it shifts: sigma = s*u / (1 + (s - 1)*u)."""
+    preset = scheduler_preset(scheduler)
+    if preset == "kaleido_euler":
+        scheduler.set_shift(shift)
+    else:
+        scheduler.register_to_config(flow_shift=shift)
+    scheduler.set_timesteps(sigmas=base_sigmas(num_inference_steps, preset), device=device)

@@ -2,8 +2,8 @@
 
 A file is opened by `kaleido_s2v.common.images.open_image` (EXIF orientation applied, 16-bit mapped to 8-bit,
 transparency kept) and an in-memory image is brought to 8 bits by its `to_8bit`; each reference is then
-composited on white (`images.on_white`), resized with LANCZOS so that it fits inside (height, width)
-keeping its aspect ratio, padded centred with white to exactly (height, width), and scaled to [-1, 1].
+composited on white (`images.on_white`), letterboxed to (height, width) by `common.letterbox.letterbox`
+(resized with LANCZOS to fit keeping its aspect ratio, padded centred with white), and scaled to [-1, 1].
 The VAE then encodes every reference as its own frame.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kaleido_s2v.common.images import WHITE, on_white, open_image, to_8bit, unit_float_to_uint8
+from kaleido_s2v.common.images import on_white, open_image, to_8bit, unit_float_to_uint8
+from kaleido_s2v.common.letterbox import letterbox
 
 ReferenceInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -43,26 +44,6 @@ def load_reference(source: ReferenceInput, index: int = 0) -> Image.Image:
             f"reference {index}: expected a path, PIL image, numpy array or tensor, got {type(source).__name__}"
         )
     return on_white(to_8bit(image, f"reference {index}"))
-
-
-def fit_size(image_width: int, image_height: int, height: int, width: int) -> tuple[int, int]:
-    """(new_width, new_height) of an image resized to fit inside (height, width), aspect preserved.
-
-    SPEC §3: with r = image width / image height, (W, int(W / r)) if r > W / H else (int(H * r), H).
-    """
-    ratio = image_width / image_height
-    if ratio > width / height:
-        return width, max(1, int(width / ratio))
-    return max(1, int(height * ratio)), height
-
-
-def letterbox(image: Image.Image, height: int, width: int) -> Image.Image:
-    """Resize with LANCZOS to fit inside (height, width) and pad centred with white to exactly that size."""
-    new_width, new_height = fit_size(image.width, image.height, height, width)
-    resized = image.resize((new_width, new_height), Image.LANCZOS)
-    canvas = Image.new("RGB", (width, height), WHITE)
-    canvas.paste(resized, ((width - new_width) // 2, (height - new_height) // 2))
-    return canvas
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
