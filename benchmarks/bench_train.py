@@ -47,8 +47,8 @@ MODEL = dict(
 def make_samples(root: Path, count: int) -> Path:
     from PIL import Image
 
-    from kaleido_s2v.data.samples import write_folder_sample
     from kaleido_s2v.common.video_io import write_video
+    from kaleido_s2v.data.samples import write_folder_sample
 
     rng = np.random.default_rng(0)
     for index in range(count):
@@ -118,9 +118,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from kaleido_s2v.models.encoders import LatentEncoder
     from kaleido_s2v.training.config import TrainConfig, config_from_dict
     from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
-    from kaleido_s2v.training.encoders import LatentEncoder
     from tiny_components import save_tiny_pipeline
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))

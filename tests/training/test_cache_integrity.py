@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from kaleido_s2v.models.encoders import LatentEncoder
 from kaleido_s2v.training.config import DataConfig
 from kaleido_s2v.training.datasets import (
     LatentCacheDataset,
@@ -16,7 +17,6 @@ from kaleido_s2v.training.datasets import (
     cache_fingerprint,
     write_latent_cache,
 )
-from kaleido_s2v.training.encoders import LatentEncoder
 from tiny_components import tiny_text_encoder_and_tokenizer, tiny_vae
 from training.training_helpers import clip, write_sample
 

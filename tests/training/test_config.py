@@ -77,3 +77,28 @@ def test_yaml_errors_and_wrong_types_name_the_file_and_line(tmp_path):
     path.write_text("model:\n  config: {num_layers: 1\n")
     with pytest.raises(ValueError, match=r"train\.yaml, line 3, column 1: .*expected ',' or '}'"):
         load_config(path)
+
+
+def test_rope_policy_has_one_key_and_a_second_one_in_model_config_is_refused(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  rope_policy: video\n  config:\n    num_layers: 1\n    rope_policy: none\n")
+    with pytest.raises(
+        ValueError,
+        match=r"train\.yaml, line 5: model\.config\.rope_policy \('none'\) and model\.rope_policy "
+        r"\('video'\) set the same thing; .*set by model\.rope_policy only",
+    ):
+        load_config(path)
+    path.write_text("model:\n  rope_policy: video\n  config:\n    num_layers: 1\n")
+    assert load_config(path).model.rope_policy == "video"
+
+
+def test_demo_stage_overrides_merge_by_the_training_override_rule():
+    from kaleido_s2v.demo.recipe import merge_overrides
+
+    both = {"seed": 1, "model": {"config": {"num_layers": 2, "ffn_dim": 8}}, "optimizer": {"lr": 1e-3}}
+    stage2 = {"seed": 2, "model": {"config": {"num_layers": 1}}, "optimizer": {"eps": 1e-6}}
+    assert merge_overrides(both, stage2) == {
+        "seed": 2,
+        "model": {"config": {"num_layers": 1}},  # one set of constructor arguments, never a mix
+        "optimizer": {"lr": 1e-3, "eps": 1e-6},
+    }

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from kaleido_s2v.models.encoders import LatentEncoder
 from kaleido_s2v.pipelines.references import image_to_tensor, letterbox
 from kaleido_s2v.training.buckets import BucketBatchSampler, BucketKey, nearest_resolution, rank_slice
 from kaleido_s2v.training.config import DataConfig
@@ -16,7 +17,6 @@ from kaleido_s2v.training.datasets import (
     source_frame_indices,
     write_latent_cache,
 )
-from kaleido_s2v.training.encoders import LatentEncoder
 from kaleido_s2v.training.trainer import Trainer
 from tiny_components import tiny_text_encoder_and_tokenizer, tiny_vae
 from training.training_helpers import clip, reference, tiny_config, write_sample

@@ -18,8 +18,9 @@ from kaleido_s2v.training.checkpoint_reading import (
     SafeLoadPlanner,
     UnsafeCheckpointError,
 )
+from kaleido_s2v.training.checkpointing import find_latest_checkpoint
 from kaleido_s2v.training.datasets import save_latent_examples
-from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint
+from kaleido_s2v.training.trainer import Trainer
 from training.test_distributed import torchrun
 from training.training_helpers import config_dict, latent_dataset, latent_examples, tiny_config
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kaleido_s2v.models.checkpoints import load_transformer
-from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint, lr_lambda
+from kaleido_s2v.training.checkpointing import find_latest_checkpoint
+from kaleido_s2v.training.trainer import Trainer, build_transformer, lr_lambda
 from training.training_helpers import latent_dataset, tiny_config
 
 
@@ -89,6 +90,17 @@ def test_stage_two_starts_from_stage_one_export_with_a_fresh_optimizer(tmp_path)
     for name, tensor in weights(stage1).items():
         assert torch.equal(tensor, weights(stage2)[name]), name
     assert stage2.step == 0 and not stage2.optimizer.state
+
+
+def test_model_rope_policy_reaches_the_built_transformer(tmp_path):
+    config = tiny_config(tmp_path, model=dict(rope_policy="video"))
+    assert build_transformer(config).config.rope_policy == "video"
+
+
+def test_training_from_videos_without_encoders_names_the_missing_setting(tmp_path):
+    config = tiny_config(tmp_path, data=dict(paths=[str(tmp_path / "samples")]))
+    with pytest.raises(ValueError, match=r"without a latent cache in data\.cache_dir needs encoders\.path"):
+        Trainer(config)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

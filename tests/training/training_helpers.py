@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kaleido_s2v.common.config_files import merge_settings
 from kaleido_s2v.common.video_io import write_video
 from kaleido_s2v.data.samples import write_folder_sample
 from kaleido_s2v.training.buckets import BucketKey
@@ -50,7 +51,8 @@ def latent_dataset(**kwargs: Any) -> InMemoryLatentDataset:
 
 
 def config_dict(output_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """A plain-dict tiny config (what a YAML file would hold); nested sections merge."""
+    """A plain-dict tiny config (what a YAML file would hold), `overrides` applied by the config
+    files' one override rule (`merge_settings`: sections merge key by key, `model.config` is replaced)."""
     raw: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=4,
@@ -63,12 +65,7 @@ def config_dict(output_dir: Path, **overrides: Any) -> dict[str, Any]:
         data=dict(caption_dropout=0.0),
         optimizer=dict(lr=3e-3, max_grad_norm=1.0, weight_decay=0.0),
     )
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict) and key != "model":
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return raw
+    return merge_settings(TrainConfig, raw, overrides)
 
 
 def tiny_config(output_dir: Path, **overrides: Any) -> TrainConfig:

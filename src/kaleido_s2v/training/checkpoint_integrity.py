@@ -22,16 +22,22 @@ from kaleido_s2v.common.hashing import file_sha256
 
 COMPLETE_MARKER = "complete.json"
 MARKER_FORMAT = 1
+TRAINER_STATE = "trainer_state.json"
 
 FileRecord = dict[str, int | str]  # {"bytes": size, "sha256": hex digest}
 
 
+def rng_state_file(folder: Path, rank: int) -> Path:
+    """Where rank `rank` keeps its torch RNG state in a checkpoint folder."""
+    return folder / f"rng-rank{rank}.safetensors"
+
+
 def rank_files(folder: Path, rank: int) -> list[Path]:
     """The files rank `rank` wrote into a checkpoint folder: its DCP shards (`__<rank>_<i>.distcp`) and
-    RNG state; rank 0 also owns the DCP `.metadata` and `trainer_state.json`."""
-    names = [p for p in folder.glob(f"__{rank}_*.distcp")] + [folder / f"rng-rank{rank}.safetensors"]
+    RNG state; rank 0 also owns the DCP `.metadata` and `TRAINER_STATE`."""
+    names = [p for p in folder.glob(f"__{rank}_*.distcp")] + [rng_state_file(folder, rank)]
     if rank == 0:
-        names += [folder / ".metadata", folder / "trainer_state.json"]
+        names += [folder / ".metadata", folder / TRAINER_STATE]
     return sorted(p for p in names if p.is_file())
 
 

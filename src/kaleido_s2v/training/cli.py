@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from kaleido_s2v.training.config import load_config
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -49,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train(config_path: str, resume: bool, overwrite: bool) -> int:
-    from kaleido_s2v.training.config import load_config
+    # Heavy (torch, diffusers): imported when the command runs, so `kaleido-s2v --help` stays instant.
     from kaleido_s2v.training.distributed import destroy_distributed
     from kaleido_s2v.training.trainer import Trainer
 
@@ -68,10 +70,10 @@ def _train(config_path: str, resume: bool, overwrite: bool) -> int:
 
 
 def _cache(config_path: str) -> int:
-    from kaleido_s2v.training.config import load_config
+    # Heavy (torch, diffusers): imported when the command runs, so `kaleido-s2v --help` stays instant.
+    from kaleido_s2v.models.encoders import LatentEncoder
     from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
     from kaleido_s2v.training.distributed import barrier, destroy_distributed, init_distributed
-    from kaleido_s2v.training.encoders import LatentEncoder
 
     config = load_config(config_path)
     if config.data.cache_dir is None:

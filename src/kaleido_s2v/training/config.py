@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from kaleido_s2v.common.config_files import build_dataclass, load_dataclass
+from kaleido_s2v.common.config_files import SettingError, build_dataclass, load_dataclass
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,12 @@ class ModelConfig:
     # A checkpoint `kaleido_s2v.models.checkpoints.load_transformer` reads (diffusers, Wan
     # original or Kaleido SAT layout). Exactly one of `pretrained` and `config` is set.
     pretrained: str | None = None
-    # Constructor arguments of a freshly initialised transformer (tiny test and demo models).
+    # Constructor arguments of a freshly initialised transformer (tiny test and demo models), all but
+    # `rope_policy`, which is set by the field below only.
     config: dict[str, Any] | None = None
     # Stage 2: start from another run's exported weights (a diffusers folder); fresh optimizer.
     init_from: str | None = None
+    # The R-RoPE policy of the transformer, whether built from `config` or loaded from a checkpoint.
     rope_policy: Literal["kaleido", "video", "none"] = "kaleido"
     gradient_checkpointing: bool = False
 
@@ -141,6 +143,13 @@ class TrainConfig:
             "set exactly one of model.pretrained (a checkpoint path) and model.config (constructor "
             f"arguments), or model.init_from; got pretrained={model.pretrained!r}, config={model.config!r}",
         )
+        if "rope_policy" in (model.config or {}):
+            raise SettingError(
+                "model.config.rope_policy",
+                f"model.config.rope_policy ({model.config['rope_policy']!r}) and model.rope_policy "
+                f"({model.rope_policy!r}) set the same thing; the R-RoPE policy is set by model.rope_policy "
+                "only: move the value there and delete model.config.rope_policy",
+            )
         for name in ("caption_dropout", "reference_dropout"):
             value = getattr(self.data, name)
             _check(0.0 <= value <= 1.0, f"data.{name} must be in [0, 1], got {value}")

@@ -11,7 +11,6 @@ Three datasets give the trainer one example per index, each with its `BucketKey`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,12 +23,18 @@ import torch
 import torch.nn.functional as F
 
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.hashing import json_digest
+from kaleido_s2v.common.letterbox import letterbox
+from kaleido_s2v.data.samples import iter_samples
+from kaleido_s2v.pipelines.references import image_to_tensor
 from kaleido_s2v.training.buckets import BucketKey, nearest_resolution
 from kaleido_s2v.training.config import DataConfig
 
 # The reference loader drops frames at each shot end, where cuts blend (SPEC §9.4).
 SKIP_FRAMES_AT_ENDS = 3
-CACHE_FORMAT = 1
+# 2: captions are cleaned like prompts before encoding (models.encoders.clean_prompt); a format-1 cache
+# holds text states of uncleaned captions: its fingerprint no longer matches, and it is refused by name.
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,6 @@ class VideoSampleDataset:
     """
 
     def __init__(self, config: DataConfig) -> None:
-        from kaleido_s2v.data.samples import iter_samples
-
         if not config.paths:
             raise ValueError("data.paths is empty; list the sample folders or shard files to train on")
         self.config = config
@@ -146,8 +149,6 @@ class VideoSampleDataset:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> VideoExample:
-        from kaleido_s2v.pipelines.references import image_to_tensor, letterbox
-
         sample, bucket = self.samples[index], self.bucket_keys[index]
         frames, source_fps = sample.read_video()
         skip_ends = sample.meta is None
@@ -207,7 +208,7 @@ def cache_fingerprint(config: DataConfig, encoders_path: str | None, max_text_le
         "encoders": str(Path(encoders_path).resolve()) if encoders_path else None,
         "max_text_length": max_text_length,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(payload)[:16]
 
 
 def expected_cache_shapes(encoder, bucket: BucketKey) -> dict[str, tuple[int | None, ...]]:

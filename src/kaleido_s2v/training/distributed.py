@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kaleido_s2v.training.checkpoint_reading import SafeFileSystemReader, SafeLoadPlanner
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -180,8 +182,6 @@ def load_distributed_checkpoint(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    from kaleido_s2v.training.checkpoint_reading import SafeFileSystemReader, SafeLoadPlanner
 
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"checkpoint {folder} does not exist")

@@ -12,13 +12,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kaleido_s2v.common.cases import read_cases, split_cases
+from kaleido_s2v.pipelines.generation_config import make_scheduler
+from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+from kaleido_s2v.pipelines.outputs import save_frames
 from kaleido_s2v.training.config import TrainConfig
 
 
 def read_sample_cases(path: str | os.PathLike) -> list:
     """The cases of `sampling.cases` (SPEC §9.1); any bad line is an error naming it."""
-    from kaleido_s2v.common.cases import read_cases, split_cases
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"sampling.cases {path} does not exist")
     cases, errors = split_cases(read_cases(path))
@@ -36,10 +38,6 @@ def write_sample_videos(
 
     The global RNG state is restored afterwards, so sampling never changes the training run.
     """
-    from kaleido_s2v.pipelines.generation_config import make_scheduler
-    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
-    from kaleido_s2v.pipelines.outputs import save_frames
-
     sampling = config.sampling
     cases = read_sample_cases(sampling.cases)
     pipeline = KaleidoPipeline(
