@@ -1,9 +1,10 @@
 """Per-call time of the data/evaluation model wrappers (prints, never fails).
 
-The models are the tiny random ones from `kaleido_s2v.data.backends.tiny`, so the figures are
-the wrappers' own CPU cost (processor pre-processing, our SAM2 pre-processing, box/mask
-post-processing, FluxFill padding and pasting back) plus a negligible forward pass: a floor on
-the per-image overhead a real model adds on top of its forward pass, not real model speed.
+The models are the tiny random ones that `tests/tiny_backends.py` builds (test builders, not part
+of the package: this script puts the repository's `tests/` folder on `sys.path` to import them), so
+the figures are the wrappers' own CPU cost (processor pre-processing, our SAM2 pre-processing,
+box/mask post-processing, FluxFill padding and pasting back) plus a negligible forward pass: a floor
+on the per-image overhead a real model adds on top of its forward pass, not real model speed.
 For each wrapper: median, interquartile range and best over repeats, and the share of the call spent
 inside the model's forward (measured by wrapping it).
 
@@ -16,6 +17,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import tiny_backends as tiny  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -76,7 +81,6 @@ def main() -> None:
     from skimage import data
 
     from kaleido_s2v.data import backends
-    from kaleido_s2v.data.backends import tiny
 
     astronaut = data.astronaut()  # (512, 512, 3)
     cat = data.chelsea()  # (300, 451, 3)

@@ -52,11 +52,11 @@ def main() -> None:
     from PIL import Image
 
     from kaleido_s2v.common.cases import Case, CaseReference
+    from kaleido_s2v.common.video_io import read_video, write_video
     from kaleido_s2v.evaluation.config import EvalConfig
     from kaleido_s2v.evaluation.motion import flow_metrics
     from kaleido_s2v.evaluation.offline import OfflineBackend
     from kaleido_s2v.evaluation.scoring import score_video
-    from kaleido_s2v.common.video_io import read_video, write_video
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)

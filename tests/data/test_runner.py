@@ -296,3 +296,14 @@ def test_pool_workers_end_when_the_run_is_killed(easy_scenes, tmp_path):
         for pid in workers:  # the workers this test started, should the assertion have failed
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_split_fans_videos_out_into_the_clips_the_later_stages_see(reference_run):
+    """3 scenes of 3 shots, one clip per shot: 9 clips reach `caption`, and the funnel says why."""
+    _, summary = reference_run
+    split = summary.funnel["split"]
+    assert split["in"] == split["kept"] == 3
+    assert split["shots"] == {"total": 9, "clipped": 9, "dropped": {}}
+    assert split["clips"] == summary.funnel["caption"]["in"] == 9
+    assert "subjects_dropped" in summary.funnel["filter"]
+    assert not {"shots", "clips", "subjects_dropped"} & set(summary.funnel["caption"])

@@ -21,16 +21,16 @@ def ball_reference(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_eval_models(tmp_path_factory) -> dict[str, Path]:
     """Grounding DINO, SAM, DINOv2 and CLIP from tiny configs with random weights, saved as real
-    model folders for the model backend to load (the data backends' shared builders)."""
+    model folders for the model backend to load (the builders of tests/tiny_backends.py)."""
     import torch
 
-    from kaleido_s2v.data.backends import tiny
+    import tiny_backends
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("eval_models")
     return {
-        "grounding_dino": tiny.save_tiny_grounding_dino(root / "grounding_dino"),
-        "sam": tiny.save_tiny_sam(root / "sam"),
-        "dinov2": tiny.save_tiny_dinov2(root / "dinov2"),
-        "clip": tiny.save_tiny_clip(root / "clip"),
+        "grounding_dino": tiny_backends.save_tiny_grounding_dino(root / "grounding_dino"),
+        "sam": tiny_backends.save_tiny_sam(root / "sam"),
+        "dinov2": tiny_backends.save_tiny_dinov2(root / "dinov2"),
+        "clip": tiny_backends.save_tiny_clip(root / "clip"),
     }

@@ -41,6 +41,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # the pipeline (numpy, PIL, every stage) loads when a command runs, not for `kaleido-s2v --help`
     from kaleido_s2v.data.config import load_config
     from kaleido_s2v.data.report import format_funnel
     from kaleido_s2v.data.runner import run_pipeline
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from kaleido_s2v.data.report import latest_run, report
+    from kaleido_s2v.data.report import latest_run, report  # as in `_run`: loaded on use
 
     run_dir = args.run_dir or latest_run(".")
     text, sheet = report(run_dir, samples=args.samples, out=args.out)
@@ -72,7 +73,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from kaleido_s2v.data.synthetic import SceneConfig, write_scenes
+    from kaleido_s2v.data.synthetic import SceneConfig, write_scenes  # as in `_run`: loaded on use
 
     config = SceneConfig(
         height=args.size[0],

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kaleido_s2v.common.atomic import atomic_path
+from kaleido_s2v.data.config import STAGE_NAMES
+from kaleido_s2v.data.samples import iter_samples
+
 
 def latest_run(directory: str | os.PathLike = ".", max_depth: int = 3) -> Path:
     """The most recently finished run folder (one holding run.json) under `directory`."""
@@ -23,8 +27,6 @@ def latest_run(directory: str | os.PathLike = ".", max_depth: int = 3) -> Path:
 
 
 def format_funnel(funnel: dict) -> str:
-    from kaleido_s2v.data.config import STAGE_NAMES
-
     lines = [f"{'stage':<11} {'in':>6} {'kept':>6}  dropped (reason: count)"]
     order = [s for s in STAGE_NAMES if s in funnel] + [s for s in funnel if s not in STAGE_NAMES]
     for stage in order:
@@ -60,9 +62,6 @@ def contact_sheet(
 ) -> Path:
     """Rows of [target keyframe | reference 1 | … ] for up to `samples` exported pairs, sampled by `seed`."""
     from PIL import Image, ImageDraw
-
-    from kaleido_s2v.common.atomic import atomic_path
-    from kaleido_s2v.data.samples import iter_samples
 
     pairs = list(iter_samples(export_dir))
     if not pairs:

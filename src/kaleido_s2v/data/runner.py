@@ -31,34 +31,36 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaleido_s2v.common.atomic import write_json_atomic
+from kaleido_s2v.common.hashing import file_sha256
 from kaleido_s2v.data.config import STAGE_NAMES, PipelineConfig
 from kaleido_s2v.data.manifest import Manifest, changed_artifacts
-from kaleido_s2v.data.stages.base import FAILED, OK, Context, StageResult, file_sha256, fingerprint
+from kaleido_s2v.data.stages.base import FAILED, OK, Context, Stage, StageResult, fingerprint
+from kaleido_s2v.data.stages.caption import CaptionStage
+from kaleido_s2v.data.stages.detect import DetectStage
+from kaleido_s2v.data.stages.export import ExportStage
+from kaleido_s2v.data.stages.filter import FilterStage
+from kaleido_s2v.data.stages.probe import ProbeStage
+from kaleido_s2v.data.stages.references import ReferencesStage
+from kaleido_s2v.data.stages.segment import SegmentStage
+from kaleido_s2v.data.stages.split import SplitStage
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+STAGE_CLASSES = {
+    "probe": ProbeStage,
+    "split": SplitStage,
+    "caption": CaptionStage,
+    "detect": DetectStage,
+    "segment": SegmentStage,
+    "filter": FilterStage,
+    "references": ReferencesStage,
+    "export": ExportStage,
+}
 
 
-def build_stages(config: PipelineConfig) -> list:
-    from kaleido_s2v.data.stages.caption import CaptionStage
-    from kaleido_s2v.data.stages.detect import DetectStage
-    from kaleido_s2v.data.stages.export import ExportStage
-    from kaleido_s2v.data.stages.filter import FilterStage
-    from kaleido_s2v.data.stages.probe import ProbeStage
-    from kaleido_s2v.data.stages.references import ReferencesStage
-    from kaleido_s2v.data.stages.segment import SegmentStage
-    from kaleido_s2v.data.stages.split import SplitStage
-
-    classes = {
-        "probe": ProbeStage,
-        "split": SplitStage,
-        "caption": CaptionStage,
-        "detect": DetectStage,
-        "segment": SegmentStage,
-        "filter": FilterStage,
-        "references": ReferencesStage,
-        "export": ExportStage,
-    }
-    return [classes[name](getattr(config, name)) for name in STAGE_NAMES]
+def build_stages(config: PipelineConfig) -> list[Stage]:
+    """Every stage, in run order, built from its section of `config`."""
+    return [STAGE_CLASSES[name](getattr(config, name)) for name in STAGE_NAMES]
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -338,8 +340,6 @@ def claim_run_folder(run_dir: Path) -> None:
             "a run removes stale exports and shards in its folder, so it will not start there. "
             "Set run_dir to a new or empty folder, or to the folder of an earlier `data run`."
         )
-    from kaleido_s2v.common.atomic import write_json_atomic
-
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / RUN_MARKER, {"created_by": "kaleido-s2v data run"})
 
@@ -467,25 +467,22 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
                 upstream[item["id"]][stage.name] = {**data, "artifacts": json.loads(row["artifacts"])}
                 upstream_fp[item["id"]] = fps[item["id"]]
                 survivors.append(item)
-            if stage.name == "split":  # fan out: videos -> clips
-                clips = []
-                for video in survivors:
-                    for clip in upstream[video["id"]]["split"]["clips"]:
-                        clip = {**clip, "seed": item_seed(config.seed, clip["id"])}
-                        clips.append(clip)
-                        upstream_fp[clip["id"]] = upstream_fp[video["id"]]
-                        upstream[clip["id"]] = {}
-                survivors = clips
-            items = survivors
+            items = []
+            for item in survivors:
+                for new in stage.next_items(item, upstream[item["id"]][stage.name]):
+                    if new["id"] != item["id"]:  # a new item (a clip of a video) starts from its parent
+                        new = {**new, "seed": item_seed(config.seed, new["id"])}
+                        upstream_fp[new["id"]] = upstream_fp[item["id"]]
+                        upstream[new["id"]] = {}
+                    items.append(new)
     finally:
         executor.close()
-    kept = {item["id"]: rows_of["export"][item["id"]] for item in items}
-    finalized = stages[-1].finalize(run_dir, kept, manifest.item_ids())
+    last = stages[-1]  # `export`: it writes the shards from every item that came through
+    kept = {item["id"]: rows_of[last.name][item["id"]] for item in items}
+    finalized = last.finalize(run_dir, kept, manifest.item_ids())
     exported, shards = finalized.exported, finalized.shards
     manifest.compact()
-    funnel = funnel_report(rows_of, refused=len(finalized.refused))
-    from kaleido_s2v.common.atomic import write_json_atomic
-
+    funnel = funnel_report(stages, rows_of, refused=len(finalized.refused))
     write_json_atomic(run_dir / "funnel.json", funnel)
     write_json_atomic(
         run_dir / "run.json",
@@ -494,35 +491,21 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     return RunSummary(run_dir, funnel, current, executed, executed_by_stage, exported, shards)
 
 
-def funnel_report(rows_of: dict[str, dict[str, dict]], refused: int = 0) -> dict:
-    """Per stage: items in, kept, and the reasons of every rejection and failure (shots and subjects too).
+def funnel_report(stages: list[Stage], rows_of: dict[str, dict[str, dict]], refused: int = 0) -> dict:
+    """Per stage: items in, kept, the reasons of every rejection and failure, and the stage's own
+    `funnel_details` (shots and clips for `split`, subjects for `filter`).
 
-    `refused` exported samples (files changed after the export, see `ExportStage.finalize`) count as
-    dropped by `export` with the reason `refused:changed_after_export`.
+    `refused` samples of the last stage (exported files changed after the export, see
+    `ExportStage.finalize`) count as dropped there, with the reason `refused:changed_after_export`.
     """
     funnel = {}
-    for stage, rows in rows_of.items():
+    for stage in stages:
+        rows = rows_of[stage.name]
         statuses = Counter(r["status"] for r in rows.values())
         reasons = Counter(f"{r['status']}:{r['reason']}" for r in rows.values() if r["status"] != OK)
-        if stage == "export" and refused:
+        if stage is stages[-1] and refused:
             statuses[OK] -= refused
             reasons["refused:changed_after_export"] = refused
         entry = {"in": len(rows), "kept": statuses.get(OK, 0), "dropped": dict(sorted(reasons.items()))}
-        if stage == "split":
-            shots = [
-                s
-                for r in rows.values()
-                if r["status"] != FAILED
-                for s in json.loads(r["data"]).get("shots", [])
-            ]
-            entry["shots"] = {
-                "total": len(shots),
-                "clipped": sum(1 for s in shots if s["clips"]),
-                "dropped": dict(Counter(s["reason"] for s in shots if s["reason"])),
-            }
-            entry["clips"] = sum(s["clips"] for s in shots)
-        if stage == "filter":
-            subjects = [s for r in rows.values() for s in json.loads(r["data"]).get("rejected_subjects", [])]
-            entry["subjects_dropped"] = dict(sorted(Counter(s["reason"] for s in subjects).items()))
-        funnel[stage] = entry
+        funnel[stage.name] = {**entry, **stage.funnel_details(rows)}
     return funnel

@@ -27,6 +27,7 @@ from PIL import Image
 
 from kaleido_s2v.common.atomic import atomic_path, is_temporary, write_json_atomic, write_text_atomic
 from kaleido_s2v.common.images import on_white, open_image
+from kaleido_s2v.common.video_io import probe_video, read_video
 
 _REF_NAME = re.compile(r"^ref(\d+)\.png$")
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -60,8 +61,6 @@ class S2VSample:
     def read_video(self) -> tuple[np.ndarray, float]:
         """Decode the clip. Returns (frames (F, H, W, 3) uint8 RGB, fps)."""
         if isinstance(self.video, Path):
-            from kaleido_s2v.common.video_io import read_video
-
             return read_video(self.video)
         import av
 
@@ -78,8 +77,6 @@ class S2VSample:
         if self.meta is not None and all(k in self.meta for k in ("fps", "num_frames", "width", "height")):
             return {k: self.meta[k] for k in ("fps", "num_frames", "width", "height")}
         if isinstance(self.video, Path):
-            from kaleido_s2v.common.video_io import probe_video
-
             info = probe_video(self.video)
             return {
                 "fps": info.fps,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kaleido_s2v.common.atomic import write_json_atomic
+from kaleido_s2v.common.video_io import write_video
 from kaleido_s2v.data.masks import mask_box, rle_decode, rle_encode
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -262,8 +263,6 @@ def render_scene(config: SceneConfig) -> tuple[np.ndarray, dict]:
 
 def write_scene(path: str | os.PathLike, config: SceneConfig) -> tuple[Path, Path]:
     """Write `<path>.mp4` and `<path>.json` (atomically). Returns both paths."""
-    from kaleido_s2v.common.video_io import write_video
-
     base = Path(path)
     base = base.with_suffix("") if base.suffix == ".mp4" else base
     frames, truth = render_scene(config)

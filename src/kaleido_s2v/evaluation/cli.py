@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kaleido_s2v.common.cases import write_cases_jsonl
+from kaleido_s2v.evaluation.config import BACKENDS, LEADERBOARD_NOTE, EvalConfig, ModelPaths
+from kaleido_s2v.evaluation.opens2v import convert_opens2v
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -38,7 +42,7 @@ def register(subparsers) -> None:
         "--chance-videos",
         help="folder of <id>.mp4 ground-truth clips for the chance control (default: --videos)",
     )
-    parser.add_argument("--backend", choices=["offline", "model"], default="offline")
+    parser.add_argument("--backend", choices=BACKENDS, default="offline")
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per video (default 16)")
     parser.add_argument(
         "--no-controls", action="store_true", help="skip the chance control (halves the time)"
@@ -61,7 +65,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kaleido_s2v.evaluation.config import LEADERBOARD_NOTE, EvalConfig, ModelPaths
+    # the scoring stack (numpy, PIL) loads when the command runs, not for `kaleido-s2v --help`
     from kaleido_s2v.evaluation.report import write_compare
     from kaleido_s2v.evaluation.runner import run_eval
 
@@ -95,9 +99,6 @@ def run(args: argparse.Namespace) -> int:
     )
     cases, case_errors, note = args.cases, None, None
     if args.opens2v:
-        from kaleido_s2v.common.cases import write_cases_jsonl
-        from kaleido_s2v.evaluation.opens2v import convert_opens2v
-
         cases, case_errors = convert_opens2v(args.opens2v, args.image_root)
         write_cases_jsonl(Path(args.out) / "opens2v_cases.jsonl", cases)
         note = LEADERBOARD_NOTE
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def warning_lines(payload: dict) -> list[str]:
     """One line per failed case, per failed chance control and per case scored with a warning."""
-    from kaleido_s2v.evaluation.runner import CHANCE_STAGE
+    from kaleido_s2v.evaluation.runner import CHANCE_STAGE  # as in `run`: the scoring stack loads on use
 
     lines = []
     for error in payload["errors"]:

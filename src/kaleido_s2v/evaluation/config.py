@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 
-BACKENDS = ("offline", "model")
-OFFLINE_NOTE = (
-    "offline backend (colour histograms + HOG/SSIM, proposals from colour back-projection and motion): "
-    "not comparable to model-backed figures"
-)
+from kaleido_s2v.common.hashing import json_digest
+
+# Each backend's name and what its figures can be compared with (metrics.json's `comparability`).
+BACKEND_NOTES = {
+    "offline": "offline backend (colour histograms + HOG/SSIM, proposals from colour back-projection and "
+    "motion): not comparable to model-backed figures",
+    "model": "model backend (DINOv2 / CLIP / Grounding DINO / SAM)",
+}
+BACKENDS = tuple(BACKEND_NOTES)
 LEADERBOARD_NOTE = (
     "not comparable to the leaderboard: OpenS2V-Eval scores with YOLO-World, GME and GPT-4o, "
     "this runner with the metrics of docs/metrics.md"
@@ -75,11 +77,7 @@ class EvalConfig:
 
     @property
     def comparability(self) -> str:
-        return (
-            OFFLINE_NOTE
-            if self.backend == "offline"
-            else "model backend (DINOv2 / CLIP / Grounding DINO / SAM)"
-        )
+        return BACKEND_NOTES[self.backend]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,7 +87,7 @@ class EvalConfig:
         payload = self.to_json()
         payload.pop("device")
         payload["version"] = METRICS_VERSION
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return json_digest(payload)[:16]
 
 
 # Bump when a formula changes so cached per-video results are recomputed.

@@ -8,6 +8,7 @@ import hashlib
 
 import numpy as np
 
+from kaleido_s2v.data import backends  # cheap: the wrappers and torch load on first use of a name
 from kaleido_s2v.evaluation.candidates import Candidate
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.references import ReferenceImage, near_white
@@ -39,6 +40,8 @@ class ModelBackend:
     """
 
     name = "model"
+    analysis_width = None  # the models take the sampled frames at full size (their processors resize)
+    presence_threshold_applies = False  # Grounding DINO's box and text thresholds decide presence
 
     def __init__(
         self, detector, segmenter, embedder, clip=None, aesthetic=None, white_tolerance: int = 10
@@ -60,25 +63,21 @@ class ModelBackend:
         """Load the folders `config.models` names; DINOv2 is the embedder, else CLIP."""
         import torch
 
-        from kaleido_s2v.data.backends import (
-            ClipScorer,
-            DinoV2Embedder,
-            GroundingDinoDetector,
-            LaionAestheticPredictor,
-            SamSegmenter,
-        )
-
         paths = config.models
         dtype = getattr(torch, config.dtype)
         if paths.grounding_dino is None:
             raise ValueError("the model backend needs --grounding-dino PATH (a Grounding DINO folder)")
         if paths.dinov2 is None and paths.clip is None:
             raise ValueError("the model backend needs --dinov2 PATH or --clip PATH to compare subjects")
-        detector = GroundingDinoDetector.from_pretrained(paths.grounding_dino, config.device, dtype)
-        segmenter = SamSegmenter.from_pretrained(paths.sam, config.device, dtype) if paths.sam else None
-        clip = ClipScorer.from_pretrained(paths.clip, config.device, dtype) if paths.clip else None
+        detector = backends.GroundingDinoDetector.from_pretrained(paths.grounding_dino, config.device, dtype)
+        segmenter = (
+            backends.SamSegmenter.from_pretrained(paths.sam, config.device, dtype) if paths.sam else None
+        )
+        clip = backends.ClipScorer.from_pretrained(paths.clip, config.device, dtype) if paths.clip else None
         embedder = (
-            DinoV2Embedder.from_pretrained(paths.dinov2, config.device, dtype) if paths.dinov2 else clip
+            backends.DinoV2Embedder.from_pretrained(paths.dinov2, config.device, dtype)
+            if paths.dinov2
+            else clip
         )
         aesthetic = None
         if paths.aesthetic is not None:
@@ -86,7 +85,7 @@ class ModelBackend:
                 raise ValueError(
                     "--aesthetic HEAD needs --clip PATH (the CLIP ViT-L/14 the LAION head was trained on)"
                 )
-            aesthetic = LaionAestheticPredictor.from_pretrained(
+            aesthetic = backends.LaionAestheticPredictor.from_pretrained(
                 paths.clip, paths.aesthetic, config.device, dtype
             )
         return cls(

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 
-DIRECTIONS = ("left", "right", "up", "down", "stays")
 _DIRECTION_WORDS = {
     "left": {"left", "leftward", "leftwards"},
     "right": {"right", "rightward", "rightwards"},

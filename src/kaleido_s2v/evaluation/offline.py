@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kaleido_s2v.evaluation.candidates import Candidate
+from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.references import ReferenceImage, near_white
 
 EVAL_EXTRA = 'pip install "kaleido-s2v[eval]"'
@@ -195,6 +196,8 @@ class OfflineBackend:
     """Subject masks, proposals, features and background similarity without model weights."""
 
     name = "offline"
+    analysis_width = 256  # px: it localises subjects in the sampled frames downscaled to this width
+    presence_threshold_applies = True  # proposals are not detections: similarity decides presence
 
     def __init__(
         self, white_tolerance: int = 10, motion_threshold: int = 30, back_projection_threshold: float = 0.5
@@ -202,6 +205,10 @@ class OfflineBackend:
         self.white_tolerance = white_tolerance
         self.motion_threshold = motion_threshold
         self.back_projection_threshold = back_projection_threshold
+
+    @classmethod
+    def from_config(cls, config: EvalConfig) -> OfflineBackend:
+        return cls(white_tolerance=config.white_tolerance)
 
     def subject_mask(self, reference: ReferenceImage) -> np.ndarray:
         return offline_subject_mask(reference, self.white_tolerance)

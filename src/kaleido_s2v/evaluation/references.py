@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from kaleido_s2v.common import letterbox as letterboxing
+from kaleido_s2v.common.images import alpha_channel, on_white, open_image
 
 
 @dataclass
@@ -32,8 +36,6 @@ class ReferenceImage:
 def load_reference(path: str | os.PathLike, label: str) -> ReferenceImage:
     """Read an image file through `images.open_image` (EXIF orientation, 16-bit and modes mapped to
     8 bits); raise FileNotFoundError / ValueError naming the file when it cannot."""
-    from kaleido_s2v.common.images import alpha_channel, on_white, open_image
-
     path = Path(path)
     opened = open_image(path, label=f"reference {label!r}")
     return ReferenceImage(
@@ -62,43 +64,20 @@ def has_no_background(
     return bool(blank.sum() / count >= fraction)
 
 
-def letterbox_geometry(
-    image_height: int, image_width: int, height: int, width: int
-) -> tuple[int, int, int, int]:
-    """SPEC §3's fit-inside-and-centre placement: (left, top, new_width, new_height)."""
-    ratio = image_width / image_height
-    if ratio > width / height:
-        new_width, new_height = width, int(width / ratio)
-    else:
-        new_width, new_height = int(height * ratio), height
-    new_width, new_height = max(new_width, 1), max(new_height, 1)
-    return (width - new_width) // 2, (height - new_height) // 2, new_width, new_height
-
-
-def letterbox(image: np.ndarray, height: int, width: int, fill: int = 255) -> np.ndarray:
-    """(h, w, 3) uint8 → (height, width, 3), resized (LANCZOS) to fit and padded centred with `fill`."""
-    from PIL import Image
-
-    left, top, new_width, new_height = letterbox_geometry(image.shape[0], image.shape[1], height, width)
-    resized = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.LANCZOS))
-    canvas = np.full((height, width, 3), fill, dtype=np.uint8)
-    canvas[top : top + new_height, left : left + new_width] = resized
-    return canvas
+def letterbox(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (height, width, 3): SPEC §3's letterbox (`common.letterbox`), LANCZOS and white bars."""
+    return np.asarray(letterboxing.letterbox(Image.fromarray(image), height, width))
 
 
 def letterbox_mask(mask: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Place an (h, w) bool mask as `letterbox` places its image.
+    """Place an (h, w) bool mask where `letterbox` places its image (nearest-neighbour resize).
 
     Returns (mask (height, width) bool, inside (height, width) bool: the non-bar area).
     """
-    from PIL import Image
-
-    left, top, new_width, new_height = letterbox_geometry(mask.shape[0], mask.shape[1], height, width)
-    resized = np.asarray(
-        Image.fromarray(mask.astype(np.uint8) * 255).resize((new_width, new_height), Image.NEAREST)
-    )
-    placed = np.zeros((height, width), dtype=bool)
-    placed[top : top + new_height, left : left + new_width] = resized > 127
+    grey = Image.fromarray(mask.astype(np.uint8) * 255)  # mode "L", 0 or 255
+    boxed = letterboxing.letterbox(grey, height, width, fill=0, resample=Image.Resampling.NEAREST)
+    placed = np.asarray(boxed) > 127
+    box = letterboxing.letterbox_placement(mask.shape[1], mask.shape[0], height, width)
     inside = np.zeros((height, width), dtype=bool)
-    inside[top : top + new_height, left : left + new_width] = True
+    inside[box.top : box.top + box.height, box.left : box.left + box.width] = True
     return placed, inside

@@ -5,12 +5,15 @@ boxes found). `write_compare` puts two runs side by side."""
 from __future__ import annotations
 
 import html
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic, write_text_atomic
+from kaleido_s2v.common.video_io import read_video
+from kaleido_s2v.evaluation.references import load_reference
 from kaleido_s2v.evaluation.summary import CASE_COLUMNS, HIGHER_IS_BETTER
 
 ASSETS = "report_assets"
@@ -85,9 +88,6 @@ def thumbnail_strip(
 
 
 def _case_strip(case: dict, video: Path, reference_paths: list[str]) -> np.ndarray | None:
-    from kaleido_s2v.common.video_io import read_video
-    from kaleido_s2v.evaluation.references import load_reference
-
     try:
         frames, _ = read_video(video)
         references = [load_reference(path, "reference").image for path in reference_paths]
@@ -283,8 +283,6 @@ def compare_runs(a: dict, b: dict) -> dict:
 
 def write_compare(run_a: str | os.PathLike, run_b: str | os.PathLike, out: str | os.PathLike) -> dict:
     """Read two report folders' metrics.json; write `<out>/compare.json`, `compare.html` and a plot."""
-    import json
-
     documents = []
     for run in (run_a, run_b):
         path = Path(run) / "metrics.json" if Path(run).is_dir() else Path(run)

@@ -14,7 +14,6 @@ run's is kept and recorded in `warnings` (`size_warnings`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -26,10 +25,11 @@ import numpy as np
 
 from kaleido_s2v.common.atomic import write_json_atomic, write_text_atomic
 from kaleido_s2v.common.cases import Case, CaseError, read_cases, split_cases
-from kaleido_s2v.common.hashing import file_sha256
+from kaleido_s2v.common.hashing import file_sha256, json_digest
 from kaleido_s2v.evaluation.config import EvalConfig
+from kaleido_s2v.evaluation.report import write_report
 from kaleido_s2v.evaluation.scoring import Backend, VideoScore, check_video_fit, make_backend, score_video
-from kaleido_s2v.evaluation.summary import MOTION_UNIFORM_CHANCE, case_row, summarise
+from kaleido_s2v.evaluation.summary import CASE_COLUMNS, MOTION_UNIFORM_CHANCE, case_row, summarise
 
 CACHE_DIR = "cache"
 CHANCE_STAGE = "chance control"  # an error at this stage leaves its case scored, only the control missing
@@ -50,7 +50,7 @@ def cache_key(video_sha256: str, case: Case, config: EvalConfig) -> str:
         "case": {"id": case.id, "prompt": case.prompt, "references": references},
         "config": config.fingerprint(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return json_digest(payload)
 
 
 @dataclass
@@ -254,8 +254,6 @@ def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note:
 def cases_csv(result: EvalResult) -> str:
     """Per-case CSV: one row per scored case (with its warning, if any), then one per failed case with
     its error; None → empty."""
-    from kaleido_s2v.evaluation.summary import CASE_COLUMNS
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["case_id", *CASE_COLUMNS, "error", "warning"])
@@ -320,8 +318,6 @@ def run_eval(
     write_json_atomic(out / "metrics.json", payload)
     write_text_atomic(out / "cases.csv", cases_csv(result))
     if report:
-        from kaleido_s2v.evaluation.report import write_report
-
         references = _case_references(cases)
         write_report(out, payload, videos=Path(videos), references=references)
     return payload

@@ -13,9 +13,12 @@ from typing import Protocol
 import numpy as np
 
 from kaleido_s2v.common.cases import Case
+from kaleido_s2v.common.video_io import read_video
 from kaleido_s2v.evaluation.candidates import Candidate, mask_iou
 from kaleido_s2v.evaluation.config import EvalConfig
+from kaleido_s2v.evaluation.model_backend import ModelBackend
 from kaleido_s2v.evaluation.motion import classify_displacement, expected_direction, flow_metrics
+from kaleido_s2v.evaluation.offline import OfflineBackend
 from kaleido_s2v.evaluation.references import (
     ReferenceImage,
     has_no_background,
@@ -24,13 +27,23 @@ from kaleido_s2v.evaluation.references import (
     load_reference,
 )
 
-OFFLINE_ANALYSIS_WIDTH = 256  # the offline backend works on frames downscaled to this width
 MIN_FRAMES = 2  # motion amplitude, smoothness and direction compare frames
 MIN_SIDE = 16  # px: the optical-flow window (15 px, motion.flow_metrics) must fit in a frame
 
 
 class Backend(Protocol):
+    """What scoring asks of a backend; each backend states how it works through these attributes.
+
+    name: recorded in every score (`VideoScore.backend`).
+    analysis_width: the sampled frames are downscaled to this width before localisation (None: full size).
+    presence_threshold_applies: True when its candidates are proposals, not detections, so the best
+        one counts as the subject only at `EvalConfig.presence_threshold` similarity or more; False
+        when a detector's own thresholds already decided that the subject is there.
+    """
+
     name: str
+    analysis_width: int | None
+    presence_threshold_applies: bool
 
     def subject_mask(self, reference: ReferenceImage) -> np.ndarray: ...
     def features(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list: ...
@@ -101,15 +114,12 @@ class VideoScore:
         return cls(**payload)
 
 
+BACKEND_CONSTRUCTORS = {"offline": OfflineBackend.from_config, "model": ModelBackend.from_config}
+
+
 def make_backend(config: EvalConfig) -> Backend:
-    """The backend `config.backend` names; the model backend loads its weights here."""
-    if config.backend == "offline":
-        from kaleido_s2v.evaluation.offline import OfflineBackend
-
-        return OfflineBackend(white_tolerance=config.white_tolerance)
-    from kaleido_s2v.evaluation.model_backend import ModelBackend
-
-    return ModelBackend.from_config(config)
+    """The backend `config.backend` names (`BACKEND_CONSTRUCTORS`); the model backend loads its weights here."""
+    return BACKEND_CONSTRUCTORS[config.backend](config)
 
 
 def sample_indices(num_frames: int, count: int) -> list[int]:
@@ -139,8 +149,6 @@ def check_video_fit(num_frames: int, width: int, height: int, name: str) -> None
 def _read_frames(path: Path) -> np.ndarray:
     """Decode a video file; FileNotFoundError when missing, ValueError naming it when empty (0 bytes),
     truncated or not a video."""
-    from kaleido_s2v.common.video_io import read_video
-
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"video {path} is empty (0 bytes)")
     frames, _ = read_video(path)
@@ -183,8 +191,8 @@ def score_video(
     amplitude, smoothness = flow_metrics(frames, width=config.flow_width, max_pairs=config.flow_pairs)
     indices = sample_indices(len(frames), config.num_frames)
     sampled = frames[indices]  # (N, H, W, 3)
-    if backend.name == "offline":
-        sampled = _resize_frames(sampled, OFFLINE_ANALYSIS_WIDTH)
+    if backend.analysis_width is not None:
+        sampled = _resize_frames(sampled, backend.analysis_width)
     scale = frames.shape[2] / sampled.shape[2]  # analysis pixels → video pixels, for the report's boxes
     count, height, width = sampled.shape[:3]
 
@@ -205,7 +213,7 @@ def score_video(
             features = backend.features([sampled[f]] * len(candidates), [c.mask for c in candidates])
             similarity = backend.similarity_matrix(features, reference_features)  # (C, R)
             k = int(np.argmax(similarity[:, r]))
-            present = backend.name != "offline" or similarity[k, r] >= config.presence_threshold
+            present = not backend.presence_threshold_applies or similarity[k, r] >= config.presence_threshold
             row.append(candidates[k] if present else None)
             if present:
                 best_similarity[r, f] = similarity[k, r]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kaleido_s2v.data.backends import tiny
+import tiny_backends
 
 
 @pytest.fixture(scope="session")
@@ -26,44 +26,44 @@ def chelsea() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def gdino_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"))
+    return tiny_backends.save_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"))
 
 
 @pytest.fixture(scope="session")
 def sam_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sam(tmp_path_factory.mktemp("sam"))
+    return tiny_backends.save_tiny_sam(tmp_path_factory.mktemp("sam"))
 
 
 @pytest.fixture(scope="session")
 def sam2_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_sam2(tmp_path_factory.mktemp("sam2"))
+    return tiny_backends.save_tiny_sam2(tmp_path_factory.mktemp("sam2"))
 
 
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_clip(tmp_path_factory.mktemp("clip"), kind="clip")
+    return tiny_backends.save_tiny_clip(tmp_path_factory.mktemp("clip"), kind="clip")
 
 
 @pytest.fixture(scope="session")
 def siglip_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_clip(tmp_path_factory.mktemp("siglip"), kind="siglip")
+    return tiny_backends.save_tiny_clip(tmp_path_factory.mktemp("siglip"), kind="siglip")
 
 
 @pytest.fixture(scope="session")
 def siglip2_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_clip(tmp_path_factory.mktemp("siglip2"), kind="siglip2")
+    return tiny_backends.save_tiny_clip(tmp_path_factory.mktemp("siglip2"), kind="siglip2")
 
 
 @pytest.fixture(scope="session")
 def dinov2_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_dinov2(tmp_path_factory.mktemp("dinov2"))
+    return tiny_backends.save_tiny_dinov2(tmp_path_factory.mktemp("dinov2"))
 
 
 @pytest.fixture(scope="session")
 def flux_fill_dir(tmp_path_factory) -> Path:
-    return tiny.save_tiny_flux_fill(tmp_path_factory.mktemp("flux_fill"))
+    return tiny_backends.save_tiny_flux_fill(tmp_path_factory.mktemp("flux_fill"))
 
 
 @pytest.fixture(scope="session", params=["qwen2_vl", "qwen2_5_vl"])
 def qwen_vl_dir(request, tmp_path_factory) -> Path:
-    return tiny.save_tiny_qwen2_vl(tmp_path_factory.mktemp(request.param), kind=request.param)
+    return tiny_backends.save_tiny_qwen2_vl(tmp_path_factory.mktemp(request.param), kind=request.param)

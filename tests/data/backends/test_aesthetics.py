@@ -5,8 +5,8 @@ from safetensors.torch import save_file
 
 from kaleido_s2v.data.backends import LaionAestheticPredictor
 from kaleido_s2v.data.backends.aesthetics import build_head
-from kaleido_s2v.data.backends.tiny import aesthetic_head_state as mlp_state
-from kaleido_s2v.data.backends.tiny import save_tiny_aesthetic_head
+from tiny_backends import aesthetic_head_state as mlp_state
+from tiny_backends import save_tiny_aesthetic_head
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_bad_inputs(scorer, astronaut):
 
 @pytest.mark.parametrize("registers", [False, True])
 def test_dinov2_embeddings(registers, dinov2_dir, tmp_path, astronaut, chelsea):
-    from kaleido_s2v.data.backends.tiny import save_tiny_dinov2
+    from tiny_backends import save_tiny_dinov2
 
     folder = save_tiny_dinov2(tmp_path / "dinov2_reg", registers=True) if registers else dinov2_dir
     embedder = DinoV2Embedder.from_pretrained(folder)

@@ -17,11 +17,11 @@ from kaleido_s2v.data.synthetic import SceneConfig, write_scenes
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from kaleido_s2v.data.backends import tiny
+    import tiny_backends
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {
-        name: str(getattr(tiny, f"save_tiny_{name}")(root / name))
+        name: str(getattr(tiny_backends, f"save_tiny_{name}")(root / name))
         for name in ("grounding_dino", "sam", "clip", "flux_fill", "qwen2_vl")
     }
 

@@ -49,12 +49,14 @@ class SamSegmenter:
     """One boolean mask per box for a single image."""
 
     def __init__(self, model, kind: str, processor=None, preprocess: dict | None = None) -> None:
-        if kind not in ("sam", "sam2"):
+        mask_logits = {"sam": self._sam_logits, "sam2": self._sam2_logits}
+        if kind not in mask_logits:
             raise ValueError(f"kind {kind!r} must be 'sam' or 'sam2'")
         if kind == "sam" and processor is None:
             raise ValueError("a SAM v1 model needs its SamProcessor")
         self.model = model.eval()
         self.kind = kind
+        self._mask_logits = mask_logits[kind]
         self.processor = processor
         preprocess = preprocess or {}
         size = preprocess.get("size") or {}
@@ -71,19 +73,11 @@ class SamSegmenter:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> SamSegmenter:
-        """Load a SAM (`model_type` "sam") or SAM2 (`"sam2"`) folder."""
+        """Load a SAM (`model_type` "sam") or SAM2 (`"sam2"`) folder, by the loader `SAM_LOADERS` names."""
         source, local_dir = resolve_model_source(path_or_id)
         config = read_model_config(source, local_dir)
-        kind = check_model_type(config, ["sam", "sam2"], "SAM / SAM2 segmenter", source)
-        if kind == "sam":
-            from transformers import SamModel, SamProcessor
-
-            model = SamModel.from_pretrained(source, dtype=dtype).to(device)
-            return cls(model, "sam", processor=SamProcessor.from_pretrained(source))
-        from transformers import Sam2Model
-
-        model = Sam2Model.from_pretrained(source, dtype=dtype).to(device)
-        return cls(model, "sam2", preprocess=_read_preprocessor_config(source, local_dir))
+        kind = check_model_type(config, list(SAM_LOADERS), "SAM / SAM2 segmenter", source)
+        return SAM_LOADERS[kind](source, local_dir, device, dtype)
 
     @property
     def device(self) -> torch.device:
@@ -101,11 +95,7 @@ class SamSegmenter:
         box_array = check_boxes(boxes, width, height)
         if len(box_array) == 0:
             return np.zeros((0, height, width), dtype=bool)
-        if self.kind == "sam":
-            logits = self._sam_logits(image, box_array)
-        else:
-            logits = self._sam2_logits(image, box_array)
-        return (logits > self.mask_threshold).cpu().numpy()
+        return (self._mask_logits(image, box_array) > self.mask_threshold).cpu().numpy()
 
     def _sam_logits(self, image: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
         batch = self.processor(images=to_pil(image), input_boxes=[boxes.tolist()], return_tensors="pt")
@@ -143,6 +133,27 @@ class SamSegmenter:
         return torch.nn.functional.interpolate(
             low_res[:, None], size=(height, width), mode="bilinear", align_corners=False
         )[:, 0]  # (N, H, W)
+
+
+def _load_sam(
+    source: str, local_dir: Path | None, device: str | torch.device, dtype: torch.dtype
+) -> SamSegmenter:
+    from transformers import SamModel, SamProcessor
+
+    model = SamModel.from_pretrained(source, dtype=dtype).to(device)
+    return SamSegmenter(model, "sam", processor=SamProcessor.from_pretrained(source))
+
+
+def _load_sam2(
+    source: str, local_dir: Path | None, device: str | torch.device, dtype: torch.dtype
+) -> SamSegmenter:
+    from transformers import Sam2Model
+
+    model = Sam2Model.from_pretrained(source, dtype=dtype).to(device)
+    return SamSegmenter(model, "sam2", preprocess=_read_preprocessor_config(source, local_dir))
+
+
+SAM_LOADERS = {"sam": _load_sam, "sam2": _load_sam2}  # model_type -> loader
 
 
 def _read_preprocessor_config(source: str, local_dir: Path | None) -> dict:

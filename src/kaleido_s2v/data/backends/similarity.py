@@ -20,6 +20,8 @@ from kaleido_s2v.data.backends._common import (
 )
 
 CLIP_FAMILY = ("clip", "siglip", "siglip2")
+# model_type -> the transformers class that loads it
+DINOV2_CLASSES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
 
 
 class ClipScorer:
@@ -66,18 +68,13 @@ class ClipScorer:
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, D) float32, unit rows."""
-        images = check_images(images)
         dtype = next(self.model.parameters()).dtype
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            batch = self.image_processor(
-                images=[to_pil(i) for i in images[start : start + self.batch_size]], return_tensors="pt"
-            )
+
+        def embed(batch) -> torch.Tensor:
             # SigLIP2 also needs its processor's patch mask and spatial shapes: pass every output.
-            chunks.append(
-                pooled_features(self.model.get_image_features(**inputs_to(batch, self.device, dtype)))
-            )
-        return l2_normalise(torch.cat(chunks))
+            return pooled_features(self.model.get_image_features(**inputs_to(batch, self.device, dtype)))
+
+        return _unit_image_features(images, self.image_processor, self.batch_size, embed)
 
     @torch.no_grad()
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
@@ -125,18 +122,15 @@ class DinoV2Embedder:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 16,
     ) -> DinoV2Embedder:
-        from transformers import AutoImageProcessor, Dinov2Model
+        """Load a DINOv2 folder, with or without register tokens (the class by `DINOV2_CLASSES`)."""
+        import transformers
 
         source, local_dir = resolve_model_source(path_or_id)
         config = read_model_config(source, local_dir)
-        check_model_type(config, ["dinov2", "dinov2_with_registers"], "DINOv2 model", source)
-        if config["model_type"] == "dinov2":
-            model = Dinov2Model.from_pretrained(source, dtype=dtype)
-        else:
-            from transformers import Dinov2WithRegistersModel
-
-            model = Dinov2WithRegistersModel.from_pretrained(source, dtype=dtype)
-        return cls(model.to(device), AutoImageProcessor.from_pretrained(source), batch_size=batch_size)
+        model_type = check_model_type(config, list(DINOV2_CLASSES), "DINOv2 model", source)
+        model = getattr(transformers, DINOV2_CLASSES[model_type]).from_pretrained(source, dtype=dtype)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(source)
+        return cls(model.to(device), image_processor, batch_size=batch_size)
 
     @property
     def device(self) -> torch.device:
@@ -145,13 +139,22 @@ class DinoV2Embedder:
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, D) float32, unit rows (D = the model's hidden size)."""
-        images = check_images(images)
         dtype = next(self.model.parameters()).dtype
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            batch = self.image_processor(
-                images=[to_pil(i) for i in images[start : start + self.batch_size]], return_tensors="pt"
-            )
-            outputs = self.model(pixel_values=batch["pixel_values"].to(self.device, dtype))
-            chunks.append(outputs.pooler_output)  # (B, D): the layer-normed CLS token
-        return l2_normalise(torch.cat(chunks))
+
+        def embed(batch) -> torch.Tensor:  # (B, D): the layer-normed CLS token
+            return self.model(pixel_values=batch["pixel_values"].to(self.device, dtype)).pooler_output
+
+        return _unit_image_features(images, self.image_processor, self.batch_size, embed)
+
+
+def _unit_image_features(images, image_processor, batch_size: int, embed) -> np.ndarray:
+    """(N, D) float32 unit rows: `images` through `image_processor` in batches of `batch_size`,
+    each batch embedded by `embed` (processor output -> (B, D) tensor)."""
+    images = check_images(images)
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = image_processor(
+            images=[to_pil(i) for i in images[start : start + batch_size]], return_tensors="pt"
+        )
+        chunks.append(embed(batch))
+    return l2_normalise(torch.cat(chunks))

@@ -1,18 +1,22 @@
-"""What every stage shares: the result type, the call context and the fingerprint.
+"""What every stage shares: the stage base class, the result type, the call context and the fingerprint.
 
 A stage is a small class configured in its constructor and called on one item. It returns a
 `StageResult` whose status is `ok`, `rejected` (the item is bad data, with a reason) or `failed`
-(an unexpected error). The backend is chosen explicitly in the stage's config and recorded in
-every result; a stage never falls back to another backend on its own.
+(an unexpected error). The backend is chosen explicitly in the stage's config (`choose_backend`)
+and recorded in every result; a stage never falls back to another backend on its own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from kaleido_s2v.common.hashing import json_digest
+from kaleido_s2v.data import backends  # cheap: the wrappers and torch load on first use of a name
 
 OK, REJECTED, FAILED = "ok", "rejected", "failed"
 
@@ -59,6 +63,41 @@ class Context:
         return absolute, relative.as_posix()
 
 
+class Stage:
+    """What the runner asks of every stage; each stage sets `name` and `config` and implements `run`.
+
+    group: True when `run` reads the other items of the same source video (`Context.siblings`).
+    """
+
+    name: str
+    group: bool = False
+
+    def fingerprint_parts(self) -> dict:
+        """What, besides the item, decides this stage's result: its backend, its config and, when the
+        config names a model folder (`model_path`), that folder's files."""
+        parts = {"backend": self.config.backend, "config": config_dict(self.config)}
+        if hasattr(self.config, "model_path"):
+            parts["model"] = model_files_fingerprint(self.config.model_path)
+        return parts
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        """This stage on one item: bad data is a rejection with its reason, not an exception."""
+        raise NotImplementedError
+
+    def next_items(self, item: dict, data: dict) -> list[dict]:
+        """The items the later stages work on once `item` passed this stage with `data`.
+
+        The rule: an item goes on as itself. A stage that turns one item into several (`split`: a
+        video into its clips) returns the new items; the runner gives each a seed and the fingerprint
+        of the item it came from.
+        """
+        return [item]
+
+    def funnel_details(self, rows: dict[str, dict]) -> dict:
+        """Figures this stage adds to its funnel entry, from its manifest rows (item id -> row)."""
+        return {}
+
+
 def config_dict(config: object) -> dict:
     if not is_dataclass(config):
         raise TypeError(f"stage config must be a dataclass, got {type(config).__name__}")
@@ -66,17 +105,8 @@ def config_dict(config: object) -> dict:
 
 
 def fingerprint(*parts: object) -> str:
-    """sha256 of the canonical JSON of `parts` (dicts with sorted keys)."""
-    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of `parts` as compact JSON with sorted keys (`json_digest`)."""
+    return json_digest(list(parts), compact=True)
 
 
 def model_files_fingerprint(path: str | None) -> str:
@@ -102,26 +132,33 @@ def require_model_path(stage: str, backend: str, path: str | None) -> str:
     return path
 
 
-def check_backend(stage: str, backend: str, choices: tuple[str, ...]) -> None:
+Choice = TypeVar("Choice")
+
+
+def choose_backend(stage: str, backend: str, choices: Mapping[str, Choice]) -> Choice:
+    """The entry of `choices` (backend name -> what implements it) that `backend` names.
+
+    Every stage picks its backends this way, from one mapping per choice, so an unknown name
+    always gets the same error, listing the names there are.
+    """
     if backend not in choices:
         raise ValueError(f"{stage}: unknown backend {backend!r}; choose one of {', '.join(choices)}")
+    return choices[backend]
 
 
-def import_backends():
-    """The model wrappers module, with an error naming the extra when it is unavailable."""
+def model_class(stage: str, name: str) -> type:
+    """The model wrapper class `name` of `kaleido_s2v.data.backends`, loaded now (with torch and
+    transformers), with an error naming the extra when a library it needs is missing."""
     try:
-        from kaleido_s2v.data import backends
+        return getattr(backends, name)
     except ImportError as error:
         raise ImportError(
-            f'model backends are unavailable ({error}); install them with pip install "kaleido-s2v[data]"'
+            f'{stage}: the model backends are unavailable ({error}); install them with pip install "kaleido-s2v[data]"'
         ) from error
-    return backends
 
 
 def require(stage: str, *modules: str) -> None:
     """Fail at construction, with the extra to install, when an optional module is missing."""
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f'{stage} needs {", ".join(missing)}: pip install "kaleido-s2v[data]"')

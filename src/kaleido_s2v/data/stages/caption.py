@@ -13,15 +13,15 @@ from pathlib import Path
 
 from kaleido_s2v.data.stages.base import (
     Context,
+    Stage,
     StageResult,
-    check_backend,
-    config_dict,
-    import_backends,
-    model_files_fingerprint,
+    choose_backend,
+    model_class,
     require_model_path,
 )
+from kaleido_s2v.data.stages.frames import read_clip
+from kaleido_s2v.data.synthetic import GroundTruth
 
-BACKENDS = ("labels_file", "ground_truth", "template", "vlm")
 TEMPLATE_MARK = "[template]"
 
 
@@ -35,71 +35,71 @@ class CaptionConfig:
     num_frames: int = 8  # frames sampled for the VLM
 
 
-class CaptionStage:
-    name = "caption"
-    group = False
+class CaptionFromLabelsFile:
+    """The first line of `labels/<video stem>.txt` (beside `videos/`, or in `labels_dir`)."""
 
     def __init__(self, config: CaptionConfig):
-        check_backend(self.name, config.backend, BACKENDS)
-        if config.backend == "vlm":
-            require_model_path(self.name, config.backend, config.model_path)
-        self.config = config
+        self.labels_dir = config.labels_dir
+
+    def __call__(self, item: dict, context: Context) -> StageResult:
+        source = Path(item["source"])
+        folder = Path(self.labels_dir) if self.labels_dir else source.parent.parent / "labels"
+        path = folder / f"{source.stem}.txt"
+        if not path.is_file():
+            return StageResult.reject("no_caption", {"expected": str(path)})
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        if not lines or not lines[0].strip():
+            return StageResult.reject("empty_caption", {"file": str(path)})
+        return StageResult.ok({"caption": lines[0].strip(), "subjects": [], "source": "labels_file"})
+
+
+class CaptionFromTemplate:
+    """The same caption for every clip, marked `[template]` so it is never taken for a real one."""
+
+    def __init__(self, config: CaptionConfig):
+        self.caption = f"{TEMPLATE_MARK} {config.template}"
+
+    def __call__(self, item: dict, context: Context) -> StageResult:
+        return StageResult.ok({"caption": self.caption, "subjects": [], "source": "template"})
+
+
+class CaptionFromGroundTruth:
+    """The procedural scene's caption and subject labels for the shot holding the clip's middle frame."""
+
+    def __init__(self, config: CaptionConfig):
+        """Nothing to set: the scene's JSON beside the video holds every caption."""
+
+    def __call__(self, item: dict, context: Context) -> StageResult:
+        source = Path(item["source"])
+        truth = GroundTruth.for_video(source)
+        if truth is None:
+            return StageResult.reject("no_ground_truth", {"expected": str(source.with_suffix(".json"))})
+        shot = truth.shot_of(item["source_frames"][len(item["source_frames"]) // 2])
+        return StageResult.ok(
+            {
+                "caption": shot["caption"],
+                "subjects": [s["label"] for s in shot["subjects"]],
+                "source": "ground_truth",
+            }
+        )
+
+
+class CaptionFromVlm:
+    """The VLM wrapper's caption and subject words for `num_frames` frames spread over the clip;
+    the model loads on the first clip."""
+
+    def __init__(self, config: CaptionConfig):
+        self.model_path = require_model_path(CaptionStage.name, config.backend, config.model_path)
+        self.device, self.num_frames = config.device, config.num_frames
         self._model = None
 
-    def fingerprint_parts(self) -> dict:
-        return {
-            "backend": self.config.backend,
-            "config": config_dict(self.config),
-            "model": model_files_fingerprint(self.config.model_path),
-        }
-
-    def _labels_path(self, source: Path) -> Path:
-        folder = Path(self.config.labels_dir) if self.config.labels_dir else source.parent.parent / "labels"
-        return folder / f"{source.stem}.txt"
-
-    def run(self, item: dict, context: Context) -> StageResult:
-        backend = self.config.backend
-        source = Path(item["source"])
-        if backend == "labels_file":
-            path = self._labels_path(source)
-            if not path.is_file():
-                return StageResult.reject("no_caption", {"expected": str(path)})
-            lines = path.read_text(encoding="utf-8").strip().splitlines()
-            if not lines or not lines[0].strip():
-                return StageResult.reject("empty_caption", {"file": str(path)})
-            return StageResult.ok({"caption": lines[0].strip(), "subjects": [], "source": "labels_file"})
-        if backend == "template":
-            return StageResult.ok(
-                {"caption": f"{TEMPLATE_MARK} {self.config.template}", "subjects": [], "source": "template"}
-            )
-        if backend == "ground_truth":
-            from kaleido_s2v.data.synthetic import GroundTruth
-
-            truth = GroundTruth.for_video(source)
-            if truth is None:
-                return StageResult.reject("no_ground_truth", {"expected": str(source.with_suffix(".json"))})
-            shot = truth.shot_of(item["source_frames"][len(item["source_frames"]) // 2])
-            return StageResult.ok(
-                {
-                    "caption": shot["caption"],
-                    "subjects": [s["label"] for s in shot["subjects"]],
-                    "source": "ground_truth",
-                }
-            )
-        # vlm
-        from kaleido_s2v.data.stages.frames import read_clip
-
+    def __call__(self, item: dict, context: Context) -> StageResult:
         if self._model is None:
-            backends = import_backends()
-            self._model = backends.VlmCaptioner.from_pretrained(
-                self.config.model_path, device=self.config.device
-            )
+            wrapper = model_class(CaptionStage.name, "VlmCaptioner")
+            self._model = wrapper.from_pretrained(self.model_path, device=self.device)
         frames = read_clip(context.run_dir, item)
         picks = sorted(
-            {
-                round(i * (len(frames) - 1) / max(1, self.config.num_frames - 1))
-                for i in range(self.config.num_frames)
-            }
+            {round(i * (len(frames) - 1) / max(1, self.num_frames - 1)) for i in range(self.num_frames)}
         )
         caption = self._model.caption([frames[i] for i in picks])
         if not caption.text.strip():
@@ -107,3 +107,22 @@ class CaptionStage:
         return StageResult.ok(
             {"caption": caption.text.strip(), "subjects": list(caption.subjects), "source": "vlm"}
         )
+
+
+CAPTIONERS = {
+    "labels_file": CaptionFromLabelsFile,
+    "ground_truth": CaptionFromGroundTruth,
+    "template": CaptionFromTemplate,
+    "vlm": CaptionFromVlm,
+}
+
+
+class CaptionStage(Stage):
+    name = "caption"
+
+    def __init__(self, config: CaptionConfig):
+        self._caption = choose_backend(self.name, config.backend, CAPTIONERS)(config)
+        self.config = config
+
+    def run(self, item: dict, context: Context) -> StageResult:
+        return self._caption(item, context)

@@ -13,19 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido_s2v.data.masks import rle_encode
+from kaleido_s2v.data.masks import mask_box, rle_encode
 from kaleido_s2v.data.stages.base import (
     Context,
+    Stage,
     StageResult,
-    check_backend,
-    config_dict,
-    import_backends,
-    model_files_fingerprint,
+    choose_backend,
+    model_class,
     require,
     require_model_path,
 )
+from kaleido_s2v.data.stages.frames import keyframe_index, read_keyframe, read_shot_frames
+from kaleido_s2v.data.synthetic import GroundTruth
 
-BACKENDS = ("motion", "ground_truth", "grounding_dino")
+Detections = tuple[list[dict], str]  # (detections, rejection reason; "" when the clip goes on)
 
 
 @dataclass(frozen=True)
@@ -81,92 +82,115 @@ def detect_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [(f["c"], f["r"], f["c"] + f["width"], f["r"] + f["height"]) for f in found]
 
 
-class DetectStage:
-    name = "detect"
-    group = False
+class DetectFromGroundTruth:
+    """The procedural scene's subjects at the keyframe, with their exact boxes."""
 
     def __init__(self, config: DetectConfig):
-        check_backend(self.name, config.backend, BACKENDS)
-        require(self.name, "cv2", "skimage")
-        if config.backend == "grounding_dino":
-            require_model_path(self.name, config.backend, config.model_path)
+        """Nothing to set: the scene's JSON beside the video holds every box."""
+
+    def __call__(self, item: dict, context: Context, subjects: list[str]) -> Detections:
+        truth = GroundTruth.for_video(item["source"])
+        if truth is None:
+            return [], "no_ground_truth"
+        source_frame = item["source_frames"][keyframe_index(item)]
+        detections = [
+            {"label": s["label"], "box": [float(v) for v in s["box"]], "score": 1.0}
+            for s in truth.subjects_at(source_frame)
+        ]
+        return detections, ""
+
+
+class DetectFromMotion:
+    """Regions of the keyframe that differ from the shot's temporal-median background, labelled with
+    the caption's subject word when it names exactly one (else "object"); plus frontal faces."""
+
+    def __init__(self, config: DetectConfig):
+        self.config = config
+
+    def __call__(self, item: dict, context: Context, subjects: list[str]) -> Detections:
+        import cv2
+
+        c = self.config
+        frame = read_keyframe(context.run_dir, item)
+        shot = read_shot_frames(item)
+        height, width = frame.shape[:2]
+        factor = max(1, int(np.ceil(max(height, width) / c.analysis_side)))
+        size = (width // factor, height // factor)
+        small = frame
+        if factor > 1:
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            shot = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in shot])
+        background = np.median(shot, axis=0).astype(np.uint8)
+        label = subjects[0] if len(subjects) == 1 else "object"
+        detections = []
+        for region in motion_regions(background, small, c.diff_threshold, c.min_area):
+            mask = region
+            if factor > 1:  # back to full resolution
+                mask = (
+                    cv2.resize(region.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+                )
+            box = mask_box(mask)
+            detections.append(
+                {
+                    "label": label,
+                    "box": [float(v) for v in box],
+                    "score": float(mask.mean()),
+                    "hint": rle_encode(mask),
+                }
+            )
+        if c.faces:
+            for box in detect_faces(small):
+                detections.append({"label": "face", "box": [float(v * factor) for v in box], "score": 1.0})
+        return detections, ""
+
+
+class DetectWithGroundingDino:
+    """The Grounding DINO wrapper on the keyframe, prompted with the caption's subject words; the
+    model loads on the first clip."""
+
+    def __init__(self, config: DetectConfig):
+        require_model_path(DetectStage.name, config.backend, config.model_path)
         self.config = config
         self._model = None
 
-    def fingerprint_parts(self) -> dict:
-        return {
-            "backend": self.config.backend,
-            "config": config_dict(self.config),
-            "model": model_files_fingerprint(self.config.model_path),
-        }
+    def __call__(self, item: dict, context: Context, subjects: list[str]) -> Detections:
+        if not subjects:
+            return [], "no_subject_words"
+        c = self.config
+        if self._model is None:
+            self._model = model_class(DetectStage.name, "GroundingDinoDetector").from_pretrained(
+                c.model_path, device=c.device, box_threshold=c.box_threshold, text_threshold=c.text_threshold
+            )
+        frame = read_keyframe(context.run_dir, item)
+        detections = [
+            {"label": d.label, "box": [float(v) for v in d.box], "score": float(d.score)}
+            for d in self._model.detect(frame, list(subjects))
+        ]
+        return detections, ""
+
+
+DETECTORS = {
+    "motion": DetectFromMotion,
+    "ground_truth": DetectFromGroundTruth,
+    "grounding_dino": DetectWithGroundingDino,
+}
+
+
+class DetectStage(Stage):
+    name = "detect"
+
+    def __init__(self, config: DetectConfig):
+        detector = choose_backend(self.name, config.backend, DETECTORS)
+        require(self.name, "cv2", "skimage")
+        self._detect = detector(config)
+        self.config = config
 
     def run(self, item: dict, context: Context) -> StageResult:
-        from kaleido_s2v.data.masks import mask_box
-        from kaleido_s2v.data.stages.frames import keyframe_index, read_keyframe, read_shot_frames
-
         key = keyframe_index(item)
         source_frame = item["source_frames"][key]
-        subjects = context.upstream["caption"].get("subjects", [])
-        detections: list[dict] = []
-        if self.config.backend == "ground_truth":
-            from kaleido_s2v.data.synthetic import GroundTruth
-
-            truth = GroundTruth.for_video(item["source"])
-            if truth is None:
-                return StageResult.reject("no_ground_truth")
-            for s in truth.subjects_at(source_frame):
-                detections.append({"label": s["label"], "box": [float(v) for v in s["box"]], "score": 1.0})
-        elif self.config.backend == "motion":
-            import cv2
-
-            frame = read_keyframe(context.run_dir, item)
-            shot = read_shot_frames(item)
-            height, width = frame.shape[:2]
-            factor = max(1, int(np.ceil(max(height, width) / self.config.analysis_side)))
-            size = (width // factor, height // factor)
-            small = frame
-            if factor > 1:
-                small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-                shot = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in shot])
-            background = np.median(shot, axis=0).astype(np.uint8)
-            label = subjects[0] if len(subjects) == 1 else "object"
-            regions = motion_regions(background, small, self.config.diff_threshold, self.config.min_area)
-            for region in regions:
-                mask = region
-                if factor > 1:  # back to full resolution
-                    mask = (
-                        cv2.resize(region.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
-                        > 0
-                    )
-                box = mask_box(mask)
-                detections.append(
-                    {
-                        "label": label,
-                        "box": [float(v) for v in box],
-                        "score": float(mask.mean()),
-                        "hint": rle_encode(mask),
-                    }
-                )
-            if self.config.faces:
-                for box in detect_faces(small):
-                    full = [float(v * factor) for v in box]
-                    detections.append({"label": "face", "box": full, "score": 1.0})
-        else:
-            if not subjects:
-                return StageResult.reject("no_subject_words")
-            if self._model is None:
-                backends = import_backends()
-                self._model = backends.GroundingDinoDetector.from_pretrained(
-                    self.config.model_path,
-                    device=self.config.device,
-                    box_threshold=self.config.box_threshold,
-                    text_threshold=self.config.text_threshold,
-                )
-            frame = read_keyframe(context.run_dir, item)
-            for d in self._model.detect(frame, list(subjects)):
-                detections.append(
-                    {"label": d.label, "box": [float(v) for v in d.box], "score": float(d.score)}
-                )
+        detections, rejection = self._detect(item, context, context.upstream["caption"].get("subjects", []))
+        if rejection:
+            return StageResult.reject(rejection)
         detections = sorted(detections, key=lambda d: -d["score"])[: self.config.max_subjects]
         data = {
             "keyframe": key,

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from kaleido_s2v.common.atomic import is_temporary
 from kaleido_s2v.data.manifest import changed_artifacts
-from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict
+from kaleido_s2v.data.samples import (
+    ShardWriter,
+    read_folder_sample,
+    remove_folder_sample,
+    write_folder_sample,
+)
+from kaleido_s2v.data.stages.base import Context, Stage, StageResult, choose_backend
 
 
 @dataclass(frozen=True)
@@ -26,20 +32,17 @@ class ExportConfig:
     shard_size: int = 1000
 
 
-class ExportStage:
+SAMPLE_WRITERS = {"samples": write_folder_sample}
+
+
+class ExportStage(Stage):
     name = "export"
-    group = False
 
     def __init__(self, config: ExportConfig):
-        check_backend(self.name, config.backend, ("samples",))
+        self._write_sample = choose_backend(self.name, config.backend, SAMPLE_WRITERS)
         self.config = config
 
-    def fingerprint_parts(self) -> dict:
-        return {"backend": self.config.backend, "config": config_dict(self.config)}
-
     def run(self, item: dict, context: Context) -> StageResult:
-        from kaleido_s2v.data.samples import write_folder_sample
-
         caption = context.upstream["caption"]["caption"]
         refs = context.upstream["references"]
         ref_paths = [
@@ -58,7 +61,7 @@ class ExportStage:
             "source": {"video": item["video_id"], "shot": item["shot"], "frames": item["source_frames"]},
         }
         root = context.path(self.config.folder)
-        write_folder_sample(root, item["id"], context.path(item["clip"]), caption, ref_paths, meta)
+        self._write_sample(root, item["id"], context.path(item["clip"]), caption, ref_paths, meta)
         folder = Path(self.config.folder)
         artifacts = {
             "video": (folder / "videos" / f"{item['id']}.mp4").as_posix(),
@@ -84,8 +87,6 @@ class ExportStage:
         removed before the shards are written again. Anything else there, such as a `videos/x.mp4`
         or `x.tar` someone put in, is left alone.
         """
-        from kaleido_s2v.data.samples import ShardWriter, read_folder_sample, remove_folder_sample
-
         refused = _refused_samples(run_dir, kept)
         packed = [sample_id for sample_id in kept if sample_id not in refused]
         root = run_dir / self.config.folder

