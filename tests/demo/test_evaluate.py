@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from kaleido_s2v.demo.evaluate import FIGURES, evaluate_run, format_table, shuffled_cases
+from kaleido_s2v.demo.bundled import bundled_model_path
+from kaleido_s2v.demo.evaluate import FIGURES, evaluate_run, format_table, generate_cases, shuffled_cases
+from kaleido_s2v.pipelines.generate import load_model
 
 
 def test_shuffled_cases_give_every_case_another_cases_references(reduced_run, tmp_path):
@@ -21,6 +23,39 @@ def test_shuffled_cases_give_every_case_another_cases_references(reduced_run, tm
         assert case["references"] != before["references"]
         for reference in case["references"]:
             assert (out.parent / reference["path"]).is_file()
+
+
+def test_generate_cases_names_the_cases_it_could_not_generate(tmp_path, capsys):
+    cases = tmp_path / "cases.jsonl"
+    case = {
+        "id": "lost",
+        "prompt": "a red star",
+        "references": [{"path": "missing.png", "label": "red star"}],
+    }
+    cases.write_text(json.dumps(case) + "\n")
+    with pytest.raises(RuntimeError, match=r"failed for case\(s\) \['lost'\]"):
+        generate_cases(load_model(bundled_model_path(), device="cpu"), cases, tmp_path / "videos")
+    captured = capsys.readouterr()
+    assert "missing.png" in captured.err  # the case's own reason, logged as it failed
+    assert f"{tmp_path / 'videos'}: 0 generated, 0 already done, 1 failed" in captured.out
+
+
+def test_evaluate_run_raises_the_reason_the_model_does_not_load(tmp_path, reduced_config):
+    (tmp_path / "heldout").mkdir()
+    cases = [
+        {
+            "id": f"case{i}",
+            "prompt": "a red star",
+            "references": [{"path": f"ref{i}.png", "label": "red star"}],
+        }
+        for i in range(2)
+    ]
+    (tmp_path / "heldout" / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+    (tmp_path / "pipeline").mkdir()
+    index = {"_class_name": "KaleidoPipeline", "transformer": ["kaleido_s2v", "KaleidoTransformer3DModel"]}
+    (tmp_path / "pipeline" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(FileNotFoundError, match="transformer"):
+        evaluate_run(tmp_path, reduced_config, progress=False)
 
 
 def test_heldout_cases_take_one_clip_per_scene(reduced_run):
@@ -73,36 +108,6 @@ def test_evaluate_run_scores_model_controls_and_calibration(reduced_run, reduced
     assert height == 2 * (len(cases[:4]) * 2 * 64 + (len(cases[:4]) - 1) * 4)
 
 
-def test_ablation_table_gives_mean_and_spread_over_seeds(tmp_path):
-    from kaleido_s2v.demo.evaluate import ablation_table, format_ablation_table
-
-    def run(name, identity, motion, leakage_decoupling, background_references=True):
-        folder = tmp_path / name
-        (folder / "eval").mkdir(parents=True)
-        row = dict.fromkeys(FIGURES, 0.0) | {"identity_accuracy": identity, "motion_accuracy": motion}
-        summary = {"model": row | {"decoupling": 0.99}}
-        if background_references:
-            summary["background_references"] = {"model": row | {"decoupling": leakage_decoupling}}
-        (folder / "eval" / "summary.json").write_text(json.dumps(summary))
-        return folder
-
-    table = ablation_table(
-        {"kaleido": [run("a", 0.5, 0.2, 0.8), run("b", 0.7, 0.4, 0.6)], "none": [run("c", 0.1, 0.3, None)]}
-    )
-    assert table["kaleido"]["runs"] == 2
-    assert table["kaleido"]["identity_accuracy"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
-    assert table["none"]["motion_accuracy"] == {"mean": 0.3, "min": 0.3, "max": 0.3}
-    # decoupling comes from the background-reference cases, not the cut-out ones
-    assert table["kaleido"]["decoupling"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
-    assert table["none"]["decoupling"] is None
-    text = format_ablation_table(table)
-    assert "| kaleido | 2 | 0.60 (0.50–0.70)" in text and "decoupling (background refs)" in text
-    with pytest.raises(FileNotFoundError, match="demo eval"):
-        ablation_table({"missing": [tmp_path / "nowhere"]})
-    with pytest.raises(ValueError, match="rerun `kaleido-s2v demo eval`"):
-        ablation_table({"old": [run("d", 0.1, 0.1, 0.5, background_references=False)]})
-
-
 def test_background_cases_crop_each_subject_from_another_background(reduced_run, tmp_path):
     from kaleido_s2v.demo.data import write_background_cases
     from kaleido_s2v.evaluation.offline import offline_subject_mask
@@ -141,32 +146,3 @@ def test_background_cases_crop_each_subject_from_another_background(reduced_run,
             # a real background around the subject, and not the one the prompt asks for
             assert not has_no_background(image, subject, 10, 0.95)
             assert 0 < subject.mean() < 1
-
-
-def test_ablation_table_cli_stacks_each_cells_strips(tmp_path, capsys):
-    from PIL import Image
-
-    from kaleido_s2v.cli import main
-    from kaleido_s2v.demo.strip import GAP, LABEL_HEIGHT
-
-    cells = []
-    for name, (width, height) in {"kaleido": (40, 20), "naive": (60, 24)}.items():
-        run = tmp_path / name
-        (run / "eval").mkdir(parents=True)
-        row = dict.fromkeys(FIGURES, 0.5)
-        summary = {"model": row, "background_references": {"model": row}}
-        (run / "eval" / "summary.json").write_text(json.dumps(summary))
-        for strip in ("strip.png", "strip_background.png"):
-            Image.new("RGB", (width, height), "red").save(run / "eval" / strip)
-        cells += ["--cell", f"{name}={run}"]
-    out, background = tmp_path / "strips.png", tmp_path / "leakage.png"
-    assert (
-        main(["demo", "ablation-table", *cells, "--strips", str(out), "--background-strips", str(background)])
-        == 0
-    )
-    for picture in (out, background):
-        with Image.open(picture) as image:
-            # each strip shrunk by 2 under its label bar, a gap between cells, as wide as the widest
-            assert image.size == (30, 2 * LABEL_HEIGHT + 10 + 12 + 2 * GAP)
-            assert image.getpixel((0, LABEL_HEIGHT + 1)) == (255, 0, 0)
-    assert "| kaleido | 1 |" in capsys.readouterr().out

@@ -58,14 +58,14 @@ def test_vae_training_resumes_to_the_same_weights_and_records_latent_statistics(
 
 
 def test_odd_steps_train_on_a_larger_batch_of_single_images_and_the_lr_decays_at_the_end():
-    from kaleido_s2v.demo.vae import _batch
+    from kaleido_s2v.demo.vae import training_batch
 
     clips = np.zeros((5, 9, 64, 64, 3), np.uint8)
     references = np.full((7, 64, 64, 3), 255, np.uint8)
     config = DemoVaeConfig(batch_size=2, image_batch_size=6, steps=10, decay_fraction=0.2)
-    assert _batch(clips, references, 0, config).shape == (2, 3, 9, 64, 64)
-    images = _batch(clips, references, 1, config)
+    assert training_batch(clips, references, 0, config).shape == (2, 3, 9, 64, 64)
+    images = training_batch(clips, references, 1, config)
     assert images.shape == (6, 3, 1, 64, 64)
     assert (images[:3] == 1).all() and (images[3:] == -1).all()  # half references, half clip frames
-    assert _batch(clips, references[:0], 1, config).shape == (6, 3, 1, 64, 64)
+    assert training_batch(clips, references[:0], 1, config).shape == (6, 3, 1, 64, 64)
     assert [config.learning_rate(s) for s in (0, 8, 9)] == pytest.approx([1e-3, 1e-3, 5e-4])

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.demo.text_encoder import minilm_folder
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "model"
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -58,8 +59,6 @@ def bundle_pipeline(
     Refuses a pipeline whose text encoder is not the installed all-MiniLM-L6-v2 (the pointer would
     load other weights than the model was trained with) and a bundle over MAX_BUNDLE_BYTES.
     """
-    from kaleido_s2v.demo.text_encoder import minilm_folder
-
     pipeline_dir, out = Path(pipeline_dir), Path(out)
     if not (pipeline_dir / "model_index.json").is_file():
         raise FileNotFoundError(f"{pipeline_dir} is not an assembled pipeline folder (no model_index.json)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kaleido_s2v.common.atomic import write_json_atomic
+from kaleido_s2v.demo.bundled import BUNDLED_MODEL_DIR, bundle_pipeline, folder_bytes, run_provenance
+
 DEFAULT_CONFIG = "configs/demo/demo.yaml"
 REDUCED_CONFIG = "configs/demo/reduced.yaml"
 
@@ -82,9 +85,10 @@ def register(subparsers) -> None:
 
 def _setup(args: argparse.Namespace):
     """Threads and the demo config from the shared options."""
+    # Heavy (torch): imported when the command runs, so `kaleido-s2v --help` stays instant.
     import torch
 
-    from kaleido_s2v.demo.recipe import load_demo_config
+    from kaleido_s2v.demo.recipe import load_demo_config, with_train_seed
 
     if args.config and args.reduced:
         raise ValueError("pass either --config or --reduced, not both")
@@ -95,13 +99,12 @@ def _setup(args: argparse.Namespace):
     config = load_demo_config(args.config or (REDUCED_CONFIG if args.reduced else DEFAULT_CONFIG))
     seed = getattr(args, "train_seed", None)
     if seed is not None:
-        from kaleido_s2v.demo.recipe import with_train_seed
-
         config = with_train_seed(config, seed)
     return config
 
 
 def _train(args: argparse.Namespace) -> int:
+    # Heavy (torch, diffusers): imported when the command runs, so `kaleido-s2v --help` stays instant.
     from kaleido_s2v.demo.recipe import run_demo
 
     config = _setup(args)
@@ -111,6 +114,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # Heavy (torch, diffusers): imported when the command runs, so `kaleido-s2v --help` stays instant.
     from kaleido_s2v.demo.evaluate import evaluate_run, format_table
 
     config = _setup(args)
@@ -123,8 +127,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from kaleido_s2v.demo.bundled import BUNDLED_MODEL_DIR, bundle_pipeline, folder_bytes, run_provenance
-
     run_dir = Path(args.out).resolve()
     target = bundle_pipeline(
         run_dir / "pipeline", args.to or BUNDLED_MODEL_DIR, run_provenance(run_dir, args.config)
@@ -134,8 +136,9 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _ablation_table(args: argparse.Namespace) -> int:
-    from kaleido_s2v.common.atomic import write_json_atomic
-    from kaleido_s2v.demo.evaluate import ablation_table, format_ablation_table
+    # Heavy (numpy, torch): imported when the command runs, so `kaleido-s2v --help` stays instant.
+    from kaleido_s2v.demo.ablation import ablation_table, format_ablation_table
+    from kaleido_s2v.demo.strip import stack_strips
 
     cells = {}
     for entry in args.cell:
@@ -149,8 +152,6 @@ def _ablation_table(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, table)
     for out, name in ((args.strips, "strip.png"), (args.background_strips, "strip_background.png")):
         if out:
-            from kaleido_s2v.demo.strip import stack_strips
-
             strips = {
                 f"{cell} ({Path(runs[0]).name})": Path(runs[0]) / "eval" / name
                 for cell, runs in cells.items()

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.video_io import read_video, write_video
+from kaleido_s2v.data.config import config_from_dict
+from kaleido_s2v.data.runner import run_pipeline
+from kaleido_s2v.data.samples import iter_folder
+from kaleido_s2v.data.stages.references import ReferencesConfig, padded_box
 from kaleido_s2v.data.synthetic import Identity, SceneConfig, render_scene, sprite
 
 HELDOUT_SEED_OFFSET = 1_000_000
@@ -93,10 +100,6 @@ def render_scenes(
     identity. Held-out: `num_heldout_scenes` seeds from `HELDOUT_SEED_OFFSET + config.seed`.
     Returns the video paths in seed order.
     """
-    from tqdm.auto import tqdm
-
-    from kaleido_s2v.common.video_io import write_video
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     count = config.num_heldout_scenes if heldout else config.num_train_scenes
@@ -126,8 +129,6 @@ def render_scenes(
 
 def pipeline_config(scenes: str | os.PathLike, run_dir: str | os.PathLike, config: DemoDataConfig, mode: str):
     """The data pipeline's config for the demo: ground-truth backends, `mode` pairing, folder export."""
-    from kaleido_s2v.data.config import config_from_dict
-
     if mode not in ("cross_shot", "naive"):
         raise ValueError(f"pairing mode {mode!r} is not used by the demo; use 'cross_shot' or 'naive'")
     return config_from_dict(
@@ -163,8 +164,6 @@ def build_pairs(
 
     Resumable: the pipeline's manifest skips finished work.
     """
-    from kaleido_s2v.data.runner import run_pipeline
-
     pipeline = pipeline_config(scenes, run_dir, config, mode)
     summary = run_pipeline(pipeline, progress=progress)
     if not summary.exported:
@@ -178,8 +177,6 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, varian
 
     Resumable and idempotent: the folder is rebuilt under a temporary name and renamed.
     """
-    from kaleido_s2v.data.samples import iter_folder
-
     export, out = Path(export), Path(out)
     chosen = [
         sample
@@ -207,8 +204,6 @@ def write_heldout_cases(export: str | os.PathLike, out: str | os.PathLike) -> Pa
     case on another case's clip, never sees the same cast. Reference paths are relative to the case
     file; ground-truth clips stay in the export folder as `videos/<id>.mp4`.
     """
-    from kaleido_s2v.data.samples import iter_folder
-
     out = Path(out)
     lines = []
     first_per_scene: dict[str, object] = {}
@@ -243,11 +238,6 @@ def write_background_cases(
     `<out>.json` lists the left-out cases and, per case, each reference's source shot, frame and
     background. References go to `<out dir>/background_references/<case id>/refN.png`.
     """
-    from PIL import Image
-
-    from kaleido_s2v.common.video_io import read_video
-    from kaleido_s2v.data.stages.references import ReferencesConfig, padded_box
-
     cases_file, export, scenes, out = Path(cases_file), Path(export), Path(scenes), Path(out)
     padding = ReferencesConfig().padding
     cases = [json.loads(line) for line in cases_file.read_text().splitlines() if line.strip()]
@@ -323,24 +313,8 @@ def example_name(identity: Identity) -> str:
     return identity.label.replace(" ", "_") + ".png"
 
 
-def write_examples(folder: str | os.PathLike) -> list[Path]:
-    """Write `examples/<texture>_<colour>_<shape>.png` for each reserved identity."""
-    from PIL import Image
-
-    folder = Path(folder)
-    paths = []
-    for identity in RESERVED_IDENTITIES:
-        path = folder / example_name(identity)
-        with atomic_path(path) as temporary:
-            Image.fromarray(example_reference(identity)).save(temporary)
-        paths.append(path)
-    return paths
-
-
 def image_digest(path: str | os.PathLike) -> str:
     """sha256 of an image's decoded RGB pixels and size (independent of PNG encoding)."""
-    from PIL import Image
-
     with Image.open(path) as image:
         array = np.asarray(image.convert("RGB"))
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
@@ -354,8 +328,6 @@ def training_overlap(
     Checks that no training reference has the same pixels as one of `images`, and that no training
     scene's cast contains a reserved identity.
     """
-    from kaleido_s2v.data.samples import iter_folder
-
     digests = {image_digest(path): path for path in images}
     problems = []
     for sample in iter_folder(export):

@@ -28,16 +28,26 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+from diffusers import AutoencoderKLWan
+
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.video_io import read_video
+from kaleido_s2v.demo.data import write_background_cases
+from kaleido_s2v.demo.recipe import assemble_pipeline, stage_config
 from kaleido_s2v.demo.strip import write_strip
+from kaleido_s2v.demo.vae import reconstruct, to_vae_pixels
+from kaleido_s2v.evaluation.runner import derangement, run_eval
+from kaleido_s2v.pipelines.generate import LoadedModel, load_model, run_batch
+from kaleido_s2v.pipelines.generation_config import GenerationSettings
+from kaleido_s2v.pipelines.outputs import save_frames
+from kaleido_s2v.training.trainer import build_transformer
 
 FIGURES = ("identity_accuracy", "attribute_swap_rate", "motion_accuracy", "decoupling", "copy_paste")
 
 
 def shuffled_cases(cases_file: Path, out: Path) -> Path:
     """The case file with every case given another case's references (a fixed derangement)."""
-    from kaleido_s2v.evaluation.runner import derangement
-
     cases = [json.loads(line) for line in cases_file.read_text().splitlines() if line.strip()]
     if len(cases) < 2:
         raise ValueError(f"{cases_file} has {len(cases)} case(s); the shuffled control needs at least 2")
@@ -56,9 +66,6 @@ def shuffled_cases(cases_file: Path, out: Path) -> Path:
 
 def untrained_pipeline(run_dir: Path, config) -> Path:
     """`<run>/eval/untrained_pipeline`: stage 1's initial transformer with the trained VAE and MiniLM."""
-    from kaleido_s2v.demo.recipe import assemble_pipeline, stage_config
-    from kaleido_s2v.training.trainer import build_transformer
-
     folder = run_dir / "eval" / "untrained_pipeline"
     if (folder / "model_index.json").is_file():
         return folder
@@ -73,34 +80,31 @@ def untrained_pipeline(run_dir: Path, config) -> Path:
 
 def vae_reconstructions(pipeline: Path, truth: Path, out_dir: Path) -> Path:
     """`out_dir/<name>.mp4`: each held-out clip in `truth` through the pipeline's VAE (posterior mean)."""
-    import numpy as np
-    import torch
-    from diffusers import AutoencoderKLWan
-
-    from kaleido_s2v.common.video_io import read_video
-    from kaleido_s2v.pipelines.outputs import save_frames
-
     vae = AutoencoderKLWan.from_pretrained(pipeline / "vae").eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     for clip in sorted(truth.glob("*.mp4")):
         target = out_dir / clip.name
         if target.is_file():
             continue
-        frames, fps = read_video(clip)
-        pixels = torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
-        with torch.no_grad():
-            decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+        frames, fps = read_video(clip)  # (F, H, W, 3) uint8
+        decoded = reconstruct(vae, to_vae_pixels(frames[None]))  # (1, 3, F, H, W) in [-1, 1]
         decoded = (decoded[0].permute(1, 2, 3, 0).numpy() + 1.0) * 127.5
         save_frames(np.round(decoded).astype(np.uint8), target, fps=fps)  # written atomically
     return out_dir
 
 
-def _generate(model: Path, cases: Path, out_dir: Path) -> None:
-    from kaleido_s2v.cli import main
-
-    status = main(["generate", "--model", str(model), "--batch", str(cases), "--out-dir", str(out_dir)])
-    if status != 0:
-        raise RuntimeError(f"generating {cases} with {model} failed (exit status {status})")
+def generate_cases(model: LoadedModel, cases: Path, out_dir: Path) -> None:
+    """`out_dir/<id>.mp4` for every case of `cases` at the model's own generation defaults (what
+    `kaleido-s2v generate --batch` writes; finished cases are kept). RuntimeError naming the failed
+    cases when any fails (each one's reason is logged as it fails): a control missing a case would
+    be scored on fewer subjects than the model."""
+    summary = run_batch(model, cases, out_dir, GenerationSettings())
+    print(f"{out_dir}: {summary.line()}")
+    if summary.failed:
+        raise RuntimeError(
+            f"generating {cases} with {model.path} failed for case(s) {summary.failed}; "
+            "their reasons are logged above"
+        )
 
 
 def _figures(summary: dict) -> dict:
@@ -112,8 +116,6 @@ def _figures(summary: dict) -> dict:
 
 def background_reference_cases(run_dir: Path) -> Path:
     """`<run>/heldout/cases_background.jsonl`, written from the held-out cases when missing."""
-    from kaleido_s2v.demo.data import write_background_cases
-
     out = run_dir / "heldout" / "cases_background.jsonl"
     if out.is_file():
         return out
@@ -128,8 +130,6 @@ def background_reference_cases(run_dir: Path) -> Path:
 def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, progress: bool) -> dict:
     """Score each folder of videos in `runs` against `cases` into `eval_dir/<name>/`; one figures row
     per name, plus `chance` (each case scored on another case's clip in `truth`) beside `model`."""
-    from kaleido_s2v.evaluation.runner import run_eval
-
     rows = {}
     for name, videos in runs.items():
         metrics = run_eval(
@@ -147,12 +147,12 @@ def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, prog
     return rows
 
 
-def _evaluate_background_references(run_dir: Path, pipeline: Path, truth: Path, progress: bool) -> dict:
+def _evaluate_background_references(run_dir: Path, model: LoadedModel, truth: Path, progress: bool) -> dict:
     """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
     cases = background_reference_cases(run_dir)
     eval_dir = run_dir / "eval" / "background_references"
     videos = eval_dir / "videos" / "model"
-    _generate(pipeline, cases, videos)
+    generate_cases(model, cases, videos)
     rows = _score(cases, {"model": videos, "ground_truth": truth}, eval_dir, truth, progress)
     write_strip(cases, videos, run_dir / "eval" / "strip_background.png", truth=truth)
     return rows
@@ -171,9 +171,10 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
     eval_dir = run_dir / "eval"
     shuffled = shuffled_cases(cases, eval_dir / "cases_shuffled_references.jsonl")
 
-    _generate(pipeline, cases, eval_dir / "videos" / "model")
-    _generate(pipeline, shuffled, eval_dir / "videos" / "shuffled_references")
-    _generate(untrained_pipeline(run_dir, config), cases, eval_dir / "videos" / "untrained")
+    trained = load_model(pipeline)
+    generate_cases(trained, cases, eval_dir / "videos" / "model")
+    generate_cases(trained, shuffled, eval_dir / "videos" / "shuffled_references")
+    generate_cases(load_model(untrained_pipeline(run_dir, config)), cases, eval_dir / "videos" / "untrained")
     vae_reconstructions(pipeline, truth, eval_dir / "videos" / "vae_reconstruction")
 
     runs = {
@@ -185,7 +186,7 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
     }
     table = _score(cases, runs, eval_dir, truth, progress)
     table["motion_uniform_chance"] = 0.2
-    table["background_references"] = _evaluate_background_references(run_dir, pipeline, truth, progress)
+    table["background_references"] = _evaluate_background_references(run_dir, trained, truth, progress)
     write_json_atomic(eval_dir / "summary.json", table)
     write_strip(cases, runs["model"], eval_dir / "strip.png", truth=truth)
     return table
@@ -200,65 +201,4 @@ def format_table(table: dict) -> str:
             continue
         cells = ["–" if row[f] is None else f"{row[f]:.2f}" for f in FIGURES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['n_subjects']} |")
-    return "\n".join(lines)
-
-
-# (figure, its name in the table): identity, swaps and motion on the held-out cases (cut-out
-# references); decoupling and copy-paste on the background-reference cases, the only ones with a
-# background that can leak.
-ABLATION_COLUMNS = (
-    ("identity_accuracy", "identity_accuracy"),
-    ("attribute_swap_rate", "attribute_swap_rate"),
-    ("motion_accuracy", "motion_accuracy"),
-    ("decoupling", "decoupling (background refs)"),
-    ("copy_paste", "copy_paste (background refs)"),
-)
-LEAKAGE_FIGURES = ("decoupling", "copy_paste")
-
-
-def _ablation_row(run: str | os.PathLike) -> dict:
-    summary_file = Path(run) / "eval" / "summary.json"
-    if not summary_file.is_file():
-        raise FileNotFoundError(f"{summary_file} is missing; run `kaleido-s2v demo eval` for {run} first")
-    summary = json.loads(summary_file.read_text())
-    if "background_references" not in summary:
-        raise ValueError(
-            f"{summary_file} has no background-reference rows; rerun `kaleido-s2v demo eval` for {run} "
-            "(finished generations are reused)"
-        )
-    leakage = summary["background_references"]["model"]
-    return {f: (leakage if f in LEAKAGE_FIGURES else summary["model"])[f] for f, _ in ABLATION_COLUMNS}
-
-
-def ablation_table(cells: dict[str, list[str | os.PathLike]]) -> dict:
-    """Per cell, the mean, min and max over its runs (one per training seed) of each figure of
-    `ABLATION_COLUMNS` (from the `model` rows of `<run>/eval/summary.json`), plus the seeds' count."""
-    import numpy as np
-
-    table = {}
-    for cell, runs in cells.items():
-        rows = [_ablation_row(run) for run in runs]
-        table[cell] = {"runs": len(rows)}
-        for figure, _ in ABLATION_COLUMNS:
-            values = [row[figure] for row in rows if row[figure] is not None]
-            table[cell][figure] = (
-                {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
-                if values
-                else None
-            )
-    return table
-
-
-def format_ablation_table(table: dict) -> str:
-    """Markdown: one row per cell, `mean (min–max)` per figure."""
-    lines = [
-        "| cell | runs | " + " | ".join(name for _, name in ABLATION_COLUMNS) + " |",
-        "|" + "---|" * (len(ABLATION_COLUMNS) + 2),
-    ]
-    for cell, row in table.items():
-        cells = [
-            "–" if row[f] is None else f"{row[f]['mean']:.2f} ({row[f]['min']:.2f}–{row[f]['max']:.2f})"
-            for f, _ in ABLATION_COLUMNS
-        ]
-        lines.append(f"| {cell} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -25,8 +25,25 @@ from typing import Any
 
 import torch
 
-from kaleido_s2v.demo.data import DemoDataConfig
-from kaleido_s2v.demo.vae import DemoVaeConfig
+from kaleido_s2v.common.atomic import atomic_path
+from kaleido_s2v.common.config_files import load_dataclass, merge_settings
+from kaleido_s2v.demo.data import (
+    DemoDataConfig,
+    build_pairs,
+    render_scenes,
+    select_clean_pairs,
+    write_heldout_cases,
+)
+from kaleido_s2v.demo.text_encoder import load_minilm
+from kaleido_s2v.demo.vae import DemoVaeConfig, train_vae
+from kaleido_s2v.models.checkpoints import load_transformer
+from kaleido_s2v.models.encoders import LatentEncoder
+from kaleido_s2v.pipelines.generation_config import GenerationConfig, make_scheduler
+from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+from kaleido_s2v.training.checkpointing import find_latest_checkpoint
+from kaleido_s2v.training.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
+from kaleido_s2v.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,6 @@ def load_demo_config(path: str | os.PathLike) -> DemoConfig:
     are relative to the demo YAML's folder."""
     from dataclasses import replace
 
-    from kaleido_s2v.common.config_files import load_dataclass
-
     path = Path(path)
     try:
         config = load_dataclass(DemoConfig, path)
@@ -92,8 +107,6 @@ def with_train_seed(config: DemoConfig, seed: int) -> DemoConfig:
 
 def stage_config(yaml_path: str, run_dir: Path, overrides: dict[str, Any]):
     """A stage's TrainConfig with its run-relative paths (output, data, cache, encoders, init_from) under `run_dir`."""
-    from kaleido_s2v.training.config import TrainConfig, config_from_dict, config_to_dict, load_config
-
     raw = config_to_dict(load_config(yaml_path, overrides))
     raw["output_dir"] = str(run_dir / raw["output_dir"])
     raw["data"]["paths"] = [str(run_dir / p) for p in raw["data"]["paths"]]
@@ -105,21 +118,13 @@ def stage_config(yaml_path: str, run_dir: Path, overrides: dict[str, Any]):
 
 
 def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict merge: values in `extra` win; mappings merge key by key."""
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_overrides(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    """Training-config overrides `extra` applied over `base` by the one override rule of every config
+    (`merge_settings`: sections merge key by key, `model.config` is replaced whole)."""
+    return merge_settings(TrainConfig, base, extra)
 
 
 def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
     """`encoders/` = the trained VAE + MiniLM text encoder and tokenizer (what the caches use)."""
-    from kaleido_s2v.common.atomic import atomic_path
-    from kaleido_s2v.demo.text_encoder import load_minilm
-
     folder = run_dir / "encoders"
     if (folder / "tokenizer").is_dir():
         return folder
@@ -133,15 +138,11 @@ def write_encoders(run_dir: Path, vae_folder: Path) -> Path:
 
 def load_encoder(encoders: Path, max_text_length: int):
     """The trainer's `LatentEncoder` over `encoders/` (the demo VAE and MiniLM)."""
-    from kaleido_s2v.training.encoders import LatentEncoder
-
     return LatentEncoder.from_folder(encoders, max_text_length)
 
 
 def cache_latents(train_config, encoder, progress: bool) -> Path:
     """Write the stage's latent cache with the trainer's own cache writer (resumable)."""
-    from kaleido_s2v.training.datasets import VideoSampleDataset, cache_fingerprint, write_latent_cache
-
     data = train_config.data
     fingerprint = cache_fingerprint(data, train_config.encoders.path, train_config.encoders.max_text_length)
     return write_latent_cache(
@@ -151,8 +152,6 @@ def cache_latents(train_config, encoder, progress: bool) -> Path:
 
 def train_stage(train_config, progress: bool = True) -> Path:
     """Run (or resume, or skip when finished) one stage with the project's Trainer; returns final/transformer."""
-    from kaleido_s2v.training.trainer import Trainer, find_latest_checkpoint
-
     final = Path(train_config.output_dir) / "final" / "transformer"
     if (final / "config.json").is_file():
         return final
@@ -189,11 +188,6 @@ def assemble_pipeline(
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, BertModel
 
-    from kaleido_s2v.common.atomic import atomic_path
-    from kaleido_s2v.models.checkpoints import load_transformer
-    from kaleido_s2v.pipelines.generation_config import GenerationConfig, make_scheduler
-    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
-
     encoders = run_dir / "encoders"
     generation = config.generation
     pipeline = KaleidoPipeline(
@@ -223,9 +217,6 @@ def assemble_pipeline(
 
 def run_demo(config: DemoConfig, run_dir: str | os.PathLike, progress: bool = True) -> Path:
     """Every step of the recipe in order (each skipped when already done); returns the pipeline folder."""
-    from kaleido_s2v.demo.data import build_pairs, render_scenes, select_clean_pairs, write_heldout_cases
-    from kaleido_s2v.demo.vae import train_vae
-
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.data.seed)

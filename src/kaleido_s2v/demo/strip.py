@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from kaleido_s2v.common.atomic import atomic_path
+from kaleido_s2v.common.cases import Case, read_cases
+from kaleido_s2v.common.letterbox import letterbox
+from kaleido_s2v.common.video_io import read_video
 
 GAP = 4  # white pixels between references and frames, and between rows
 
@@ -34,12 +38,6 @@ def write_strip(
 ) -> Path:
     """Write `out` (PNG): for the first `max_cases` cases with a video `<videos>/<id>.mp4`, a row of
     references and generated frames, and below it the same references with `<truth>/<id>.mp4`."""
-    from PIL import Image
-
-    from kaleido_s2v.common.cases import Case, read_cases
-    from kaleido_s2v.common.video_io import read_video
-    from kaleido_s2v.pipelines.references import letterbox
-
     cases = [
         c for c in read_cases(cases_file) if isinstance(c, Case) and (Path(videos) / f"{c.id}.mp4").is_file()
     ]
@@ -74,8 +72,6 @@ LABEL_HEIGHT = 18  # pixels of the white bar carrying each strip's label
 def stack_strips(strips: dict[str, str | os.PathLike], out: str | os.PathLike, shrink: int = 2) -> Path:
     """Write `out` (PNG): the strips (`write_strip` pictures, e.g. one per ablation cell) one under
     another, each shrunk by `shrink` (they are drawn at 2x) under a bar with its label."""
-    from PIL import Image, ImageDraw
-
     parts = []
     for label, path in strips.items():
         with Image.open(path) as image:

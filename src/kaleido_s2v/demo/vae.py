@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from kaleido_s2v.common.atomic import atomic_path, write_json_atomic
+from kaleido_s2v.common.letterbox import letterbox
+from kaleido_s2v.data.samples import iter_folder
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,6 @@ def build_demo_vae(config: DemoVaeConfig, seed: int | None = None):
 
 def load_training_pixels(export: str | os.PathLike, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Clips (N, F, H, W, 3) uint8 and references letterboxed to size x size on white (M, H, W, 3) uint8."""
-    from kaleido_s2v.data.samples import iter_folder
-    from kaleido_s2v.pipelines.references import letterbox
-
     clips, references = [], []
     for sample in iter_folder(export):
         frames, _ = sample.read_video()
@@ -107,7 +106,7 @@ def load_training_pixels(export: str | os.PathLike, size: int) -> tuple[np.ndarr
     return np.stack(clips), np.stack(references)
 
 
-def _to_unit(array: np.ndarray) -> torch.Tensor:
+def to_vae_pixels(array: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float in [-1, 1] with channels moved to dim 1 of a (B, 3, F, H, W) batch."""
     tensor = torch.from_numpy(array).float() / 127.5 - 1.0
     if tensor.ndim == 4:  # (B, H, W, 3): images as one-frame videos
@@ -115,7 +114,9 @@ def _to_unit(array: np.ndarray) -> torch.Tensor:
     return tensor.permute(0, 4, 1, 2, 3).contiguous()  # (B, 3, F, H, W)
 
 
-def _batch(clips: np.ndarray, references: np.ndarray, step: int, config: DemoVaeConfig) -> torch.Tensor:
+def training_batch(
+    clips: np.ndarray, references: np.ndarray, step: int, config: DemoVaeConfig
+) -> torch.Tensor:
     """Even steps: `batch_size` clips; odd steps: `image_batch_size` single images, half references
     and half random frames of clips (per frame an image costs about what a clip frame costs, and a
     batch of distinct images teaches spatial detail faster). Drawn from (seed, step) only."""
@@ -132,7 +133,7 @@ def _batch(clips: np.ndarray, references: np.ndarray, step: int, config: DemoVae
             chosen = np.concatenate([references[rng.integers(0, len(references), n_references)], frames])
     if rng.random() < 0.5:
         chosen = chosen[..., ::-1, :]  # horizontal flip (W is the second-last axis)
-    return _to_unit(np.ascontiguousarray(chosen))
+    return to_vae_pixels(np.ascontiguousarray(chosen))
 
 
 def train_vae(
@@ -171,7 +172,7 @@ def train_vae(
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate(step)
-        pixels = _batch(clips, references, step, config)
+        pixels = training_batch(clips, references, step, config)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         posterior = vae.encode(pixels).latent_dist
         latents = posterior.mean
@@ -216,7 +217,7 @@ def latent_statistics(vae, clips: np.ndarray, max_clips: int = 64) -> tuple[list
     """Per-channel mean and std of the posterior means of up to `max_clips` clips."""
     latents = torch.cat(
         [
-            vae.encode(_to_unit(clips[i : i + 8])).latent_dist.mean
+            vae.encode(to_vae_pixels(clips[i : i + 8])).latent_dist.mean
             for i in range(0, min(len(clips), max_clips), 8)
         ]
     )  # (N, C, F_lat, h, w)
@@ -225,9 +226,14 @@ def latent_statistics(vae, clips: np.ndarray, max_clips: int = 64) -> tuple[list
 
 
 @torch.no_grad()
+def reconstruct(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, F, H, W) in [-1, 1] -> the VAE's decoding of the posterior mean, same shape, clamped to [-1, 1]."""
+    return vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+
+
 def reconstruction_psnr(vae, clips: np.ndarray) -> float:
     """PSNR in dB of posterior-mean reconstructions of `clips` (uint8 (N, F, H, W, 3))."""
-    pixels = _to_unit(clips)
-    reconstruction = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+    pixels = to_vae_pixels(clips)
+    reconstruction = reconstruct(vae, pixels)
     mse = torch.mean(((reconstruction - pixels) / 2) ** 2).item()
     return float(10 * np.log10(1.0 / max(mse, 1e-10)))
