@@ -1,4 +1,4 @@
-"""Pipeline overhead of KaleidoPipeline on tiny real components (SPEC §10.5). Prints figures; not a test.
+"""Pipeline overhead of KaleidoPipeline on tiny real components (docs/contracts.md#12-what-the-pipeline-benchmark-reports). Prints figures; not a test.
 
 Reports, as medians with their spread (min-max) over repeats:
   - the inference issue's figure: (total - transformer time) / total, against its 5% target;

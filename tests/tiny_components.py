@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-# The transformer config the whole project tests with (see the model API in SPEC/issue 1).
+# The transformer config the whole project tests with (see the model API in docs/model.md#1-the-network).
 TINY_TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2),
     num_attention_heads=2,

@@ -16,7 +16,7 @@ from kaleido_s2v.data.samples import iter_samples
 
 
 def _data(root: Path) -> dict:
-    """Every row's decoded results (stricter than SPEC §10.3's comparison, which checks artifacts only)."""
+    """Every row's decoded results (stricter than docs/contracts.md#9-resume-per-command's comparison, which checks artifacts only)."""
     return {key: row["data"] for key, row in Manifest(root).rows.items()}
 
 

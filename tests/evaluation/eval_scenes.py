@@ -128,7 +128,7 @@ def empty_video(path: Path) -> Path:
 
 
 def whole_frame_similarity(reference: np.ndarray, frames: np.ndarray) -> float:
-    """The naive metric SPEC §11 says must fail: colour histogram of the whole reference vs whole frames."""
+    """The naive metric docs/contracts.md#14-metrics-controls-and-ablations says must fail: colour histogram of the whole reference vs whole frames."""
     from kaleido_s2v.evaluation.offline import colour_histogram, histogram_intersection
 
     def full(image):

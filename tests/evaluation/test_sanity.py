@@ -1,4 +1,4 @@
-"""SPEC §11 sanity cases with known answers, on procedural videos (offline backend)."""
+"""docs/contracts.md#14-metrics-controls-and-ablations sanity cases with known answers, on procedural videos (offline backend)."""
 
 import numpy as np
 import pytest

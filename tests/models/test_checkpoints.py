@@ -1,4 +1,4 @@
-"""Checkpoint layouts (SPEC §7, §10.4): exact round trips, loading from each layout, bad files."""
+"""Checkpoint layouts (docs/model.md#7-checkpoint-layouts-and-conversions, docs/contracts.md#11-loading-and-converting-checkpoints): exact round trips, loading from each layout, bad files."""
 
 import collections
 import json

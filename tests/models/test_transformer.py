@@ -1,4 +1,4 @@
-"""Parity of KaleidoTransformer3DModel with diffusers' Wan (S = 0) and with SPEC §1–2 (S > 0)."""
+"""Parity of KaleidoTransformer3DModel with diffusers' Wan (S = 0) and with docs/model.md#1-the-network, docs/model.md#2-r-rope-positions (S > 0)."""
 
 import pytest
 import torch
@@ -22,7 +22,7 @@ def _references(batch, sizes, seed=1):
 
 
 # ---------------------------------------------------------------------------------------------
-# An independent formulation of SPEC §1–2, written from the text: explicit per-token positions,
+# An independent formulation of docs/model.md#1-the-network, docs/model.md#2-r-rope-positions, written from the text: explicit per-token positions,
 # complex rotation of channel pairs (2k, 2k+1), references first, head on video tokens only.
 # ---------------------------------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ class _ComplexRopeSelfAttention:
 
 
 def spec_forward(wan, video, timestep, text, references, offset):
-    """Kaleido forward from SPEC §1–2 using the Wan model's parameters."""
+    """Kaleido forward from docs/model.md#1-the-network, docs/model.md#2-r-rope-positions using the Wan model's parameters."""
     offset_h, offset_w = offset
     positions, tokens = [], []
     for index, reference in enumerate(references):

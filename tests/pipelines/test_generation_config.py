@@ -1,4 +1,4 @@
-"""Sigma schedule (SPEC §5, §10.1) and generation_config.json."""
+"""Sigma schedule (docs/model.md#5-sampling-defaults, docs/contracts.md#7-generation-defaults-live-with-the-model) and generation_config.json."""
 
 from __future__ import annotations
 

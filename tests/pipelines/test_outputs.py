@@ -1,4 +1,4 @@
-"""Video outputs: MP4 via PyAV, GIF, PNG frames, side-car paths; the pixel rule of SPEC §5."""
+"""Video outputs: MP4 via PyAV, GIF, PNG frames, side-car paths; the pixel rule of docs/model.md#5-sampling-defaults."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reference preprocessing (SPEC §3): letterbox geometry, white padding, RGBA on white, input forms."""
+"""Reference preprocessing (docs/model.md#3-reference-preprocessing): letterbox geometry, white padding, RGBA on white, input forms."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_fingerprint_of_a_file_is_its_sha256(reference_files):
 
 
 def _expected_prepared(path, fitted: tuple[int, int], height: int, width: int) -> torch.Tensor:
-    """SPEC §3 spelled out with explicit PIL calls, as the pipeline prepared references before images.py."""
+    """docs/model.md#3-reference-preprocessing spelled out with explicit PIL calls, as the pipeline prepared references before images.py."""
     with Image.open(path) as opened:
         opened.load()
         image = opened.copy()

@@ -1,4 +1,4 @@
-"""Case files (SPEC §9.1): the one parser shared by `generate --batch FILE` and `eval --cases FILE`.
+"""Case files (docs/contracts.md#1-case-files): the one parser shared by `generate --batch FILE` and `eval --cases FILE`.
 
 Two formats, chosen by the file's suffix:
 

@@ -24,7 +24,7 @@
      takes PIL's own conversion to RGB.
 
 `on_white` is the one transparency rule: RGBA is alpha-composited onto opaque white with
-`Image.alpha_composite` (SPEC §3). `alpha_channel` gives the alpha a caller needs beside it.
+`Image.alpha_composite` (docs/model.md#3-reference-preprocessing). `alpha_channel` gives the alpha a caller needs beside it.
 
 The DecompressionBombWarning is raised as an error inside a `warnings.catch_warnings` block, which
 changes the process's warning filters for its duration; the package opens images from one thread.

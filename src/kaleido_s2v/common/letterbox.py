@@ -1,4 +1,4 @@
-"""Letterboxing (SPEC §3): fit an image inside (height, width) keeping its aspect ratio, centred, padded.
+"""Letterboxing (docs/model.md#3-reference-preprocessing): fit an image inside (height, width) keeping its aspect ratio, centred, padded.
 
 One geometry for every image that is letterboxed: references at generation and in training, and the
 reference images and subject masks that evaluation places into a frame. With r = image width / image

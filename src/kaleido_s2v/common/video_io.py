@@ -97,7 +97,7 @@ def _yuv420_frame(array: np.ndarray):
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
     """Write (F, H, W, 3) uint8 RGB frames atomically as H.264 MP4 (yuv420p), bit-for-bit reproducibly.
 
-    Runs are compared by artifact sha256 (SPEC §10.3), so the encoder must not vary: x264's adaptive
+    Runs are compared by artifact sha256 (docs/contracts.md#9-resume-per-command), so the encoder must not vary: x264's adaptive
     quantisation, macroblock tree and psy optimisations are off (their float maths varied from run
     to run, measured), it runs on one thread, and frames reach it converted in numpy with zeroed row
     padding (`_yuv420_frame`). H.264 with yuv420p needs even sizes; odd sizes are rejected rather

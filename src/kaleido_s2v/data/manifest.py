@@ -4,7 +4,7 @@ The fingerprint of a result hashes the stage's name, backend, model files and co
 fingerprint of the item's upstream result, so a changed threshold changes the fingerprint of that
 stage and of everything after it, and nothing before. Rows are appended as small Parquet parts
 written atomically (`manifest/part-*.parquet`); a crash loses at most the item in flight. `compact`
-merges the parts into one. Two runs are equal (SPEC §10.3) when `comparable_rows` agree.
+merges the parts into one. Two runs are equal (docs/contracts.md#9-resume-per-command) when `comparable_rows` agree.
 """
 
 from __future__ import annotations

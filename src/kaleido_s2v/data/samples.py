@@ -1,4 +1,4 @@
-"""The S2V training sample (SPEC §9.2): one reader and one writer for the folder and tar forms.
+"""The S2V training sample (docs/contracts.md#2-training-samples): one reader and one writer for the folder and tar forms.
 
 Folder form (a superset of the reference repo's layout)::
 
@@ -88,7 +88,7 @@ class S2VSample:
         return {"fps": fps, "num_frames": len(frames), "width": frames.shape[2], "height": frames.shape[1]}
 
     def reference_images(self) -> list[Image.Image]:
-        """References as RGB images, read by `images.open_image` and composited on white (SPEC §3)."""
+        """References as RGB images, read by `images.open_image` and composited on white (docs/model.md#3-reference-preprocessing)."""
         images = []
         for index, ref in enumerate(self.references, start=1):
             label = f"sample {self.id}: reference {index}"

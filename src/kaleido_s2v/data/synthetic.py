@@ -1,4 +1,4 @@
-"""Procedural scenes with exact ground truth (SPEC §9.3): test data and the demo model's data.
+"""Procedural scenes with exact ground truth (docs/contracts.md#3-cross-pairing-and-procedural-scenes): test data and the demo model's data.
 
 A scene is a multi-shot video with hard cuts. Its cast of 1–3 subjects, each a distinct identity
 (shape x colour x texture, e.g. "striped red star"), appears in every shot over a different

@@ -160,7 +160,7 @@ def build_pairs(
     mode: str = "cross_shot",
     progress: bool = True,
 ) -> Path:
-    """Run the data pipeline over rendered scenes; returns the export folder (SPEC §9.2 folder form).
+    """Run the data pipeline over rendered scenes; returns the export folder (docs/contracts.md#2-training-samples folder form).
 
     Resumable: the pipeline's manifest skips finished work.
     """
@@ -172,7 +172,7 @@ def build_pairs(
 
 
 def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, variant: str = "cutout") -> Path:
-    """Copy the cleanest pairs (every reference of `variant`: `cutout` for cross-shot pairs, SPEC §9.2;
+    """Copy the cleanest pairs (every reference of `variant`: `cutout` for cross-shot pairs, docs/contracts.md#2-training-samples;
     the naive ablation's pairs are all `naive`) to a folder for stage 2.
 
     Resumable and idempotent: the folder is rebuilt under a temporary name and renamed.
@@ -198,7 +198,7 @@ def select_clean_pairs(export: str | os.PathLike, out: str | os.PathLike, varian
 
 
 def write_heldout_cases(export: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A SPEC §9.1 case file over held-out pairs: prompt, references with labels, seed; one line each.
+    """A case file (docs/contracts.md#1-case-files) over held-out pairs: prompt, references with labels, seed; one line each.
 
     One case per held-out scene (its first exported clip), so the chance control, which scores a
     case on another case's clip, never sees the same cast. Reference paths are relative to the case

@@ -1,4 +1,4 @@
-"""Held-out metrics of a demo run against the controls a broken model cannot beat (SPEC §11).
+"""Held-out metrics of a demo run against the controls a broken model cannot beat (docs/contracts.md#14-metrics-controls-and-ablations).
 
 For the held-out cases (`heldout/cases.jsonl`) it generates and scores, with the evaluation module's
 offline backend:

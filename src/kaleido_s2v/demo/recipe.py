@@ -5,9 +5,9 @@ from their last checkpoint) and seeded from the config, so `kaleido-s2v demo tra
 interrupted and run again, ends with the same pipeline folder. Layout of the run folder:
 
     scenes/{train,heldout}/    procedural scenes (<name>.mp4 + <name>.json)
-    data/{train,heldout}/      data-pipeline runs; export/ holds the S2V pairs (SPEC §9.2)
+    data/{train,heldout}/      data-pipeline runs; export/ holds the S2V pairs (docs/contracts.md#2-training-samples)
     data/sft/                  the cleanest training pairs (cut-out references only), stage 2's data
-    heldout/cases.jsonl        held-out cases (SPEC §9.1) for `kaleido-s2v generate --batch` / `eval`
+    heldout/cases.jsonl        held-out cases (docs/contracts.md#1-case-files) for `kaleido-s2v generate --batch` / `eval`
     vae_train/                 VAE checkpoint, metrics and the trained vae/
     encoders/                  vae/, text_encoder/, tokenizer/ (what the latent caches were built with)
     cache/stage{1,2}/          latent caches

@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--videos", help="folder of <case id>.mp4 videos")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--cases", help="case file: .jsonl, or prompt@@img1@@img2 lines (SPEC 9.1)")
+    source.add_argument(
+        "--cases", help="case file: .jsonl, or prompt@@img1@@img2 lines (docs/contracts.md#1-case-files)"
+    )
     source.add_argument(
         "--opens2v", metavar="EVAL_JSON", help="OpenS2V-Eval case list (e.g. Open-Domain_Eval.json)"
     )

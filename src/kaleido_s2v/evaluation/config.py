@@ -41,7 +41,7 @@ class EvalConfig:
         detector's own thresholds).
     stays_fraction: a centroid displacement under this fraction of the frame width is "stays".
     copy_paste_iou: IoU at or above which a frame's subject mask counts as the pasted reference.
-    white_tolerance / no_background_fraction: SPEC §11's "reference has no background" rule.
+    white_tolerance / no_background_fraction: docs/contracts.md#14-metrics-controls-and-ablations's "reference has no background" rule.
     flow_width: frames are resized to this width before optical flow.
     flow_pairs: at most this many adjacent-frame pairs (evenly spread) enter the motion metrics.
     """

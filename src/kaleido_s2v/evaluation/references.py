@@ -1,4 +1,5 @@
-"""Reference images for evaluation: loading, SPEC §3 letterboxing, and the "no background" rule."""
+"""Reference images for evaluation: loading, letterboxing (docs/model.md#3-reference-preprocessing) and the
+"no background" rule."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kaleido_s2v.common.images import alpha_channel, on_white, open_image
 class ReferenceImage:
     """A case's reference as evaluation sees it.
 
-    image: (h, w, 3) uint8 RGB, transparency composited on white by `images.on_white` (SPEC §3).
+    image: (h, w, 3) uint8 RGB, transparency composited on white by `images.on_white` (docs/model.md#3-reference-preprocessing).
     transparent: (h, w) bool, pixels with alpha < 128 (all False for an opaque image).
     subject: (h, w) bool subject mask (filled in by a backend).
     """
@@ -54,7 +55,7 @@ def near_white(image: np.ndarray, tolerance: int) -> np.ndarray:
 def has_no_background(
     reference: ReferenceImage, subject: np.ndarray, tolerance: int = 10, fraction: float = 0.95
 ) -> bool:
-    """SPEC §11: ≥ `fraction` of the pixels outside the subject mask (before letterboxing) are
+    """docs/contracts.md#14-metrics-controls-and-ablations: ≥ `fraction` of the pixels outside the subject mask (before letterboxing) are
     transparent or within `tolerance`/255 of white. A subject filling the whole image has none."""
     outside = ~subject
     count = int(outside.sum())
@@ -65,7 +66,7 @@ def has_no_background(
 
 
 def letterbox(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(h, w, 3) uint8 -> (height, width, 3): SPEC §3's letterbox (`common.letterbox`), LANCZOS and white bars."""
+    """(h, w, 3) uint8 -> (height, width, 3): docs/model.md#3-reference-preprocessing's letterbox (`common.letterbox`), LANCZOS and white bars."""
     return np.asarray(letterboxing.letterbox(Image.fromarray(image), height, width))
 
 

@@ -191,7 +191,8 @@ def evaluate(
             list(zip(scored, order, strict=True)), desc="chance control", disable=not progress
         ):
             other_case, other_video = scored[other]
-            if chance_videos is not None:  # SPEC §11: another case's ground-truth clip
+            # docs/contracts.md#14-metrics-controls-and-ablations: another case's ground-truth clip
+            if chance_videos is not None:
                 other_video = Path(chance_videos) / f"{other_case.id}.mp4"
             try:
                 score, hit = _score_cached(other_video, case, config, backend, cache)

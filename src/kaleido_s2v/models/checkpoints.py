@@ -1,4 +1,4 @@
-"""Reading, checking and writing transformer checkpoints in the three layouts (SPEC §7, §10.4).
+"""Reading, checking and writing transformer checkpoints in the three layouts (docs/model.md#7-checkpoint-layouts-and-conversions, docs/contracts.md#11-loading-and-converting-checkpoints).
 
 Nothing here unpickles arbitrary objects: `.pt`/`.pth` files are read with
 `torch.load(weights_only=True, mmap=True)` and an explicit allow-list for the numpy RNG state

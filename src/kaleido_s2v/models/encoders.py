@@ -1,4 +1,4 @@
-"""The frozen encoders, one rule for generation and training (SPEC §6): text states and normalised latents.
+"""The frozen encoders, one rule for generation and training (docs/model.md#6-vae-and-text-encoder): text states and normalised latents.
 
 Text: each prompt is cleaned (`clean_prompt`: HTML entities unescaped, whitespace collapsed), tokenised
 with its end-of-text token, truncated or padded to `max_length` tokens and encoded; every position past
@@ -145,7 +145,7 @@ class LatentEncoder:
 
 
 def pad_text_states(states: list[torch.Tensor], length: int) -> torch.Tensor:
-    """Stack per-caption states into (B, length, D), zeroing the padding positions (SPEC §6)."""
+    """Stack per-caption states into (B, length, D), zeroing the padding positions (docs/model.md#6-vae-and-text-encoder)."""
     dim = states[0].shape[-1]
     batch = torch.zeros(len(states), length, dim, dtype=states[0].dtype)
     for row, state in enumerate(states):

@@ -1,4 +1,4 @@
-"""Pure conversions between the three transformer weight layouts (SPEC §7).
+"""Pure conversions between the three transformer weight layouts (docs/model.md#7-checkpoint-layouts-and-conversions).
 
 - "wan":       Wan2.1's original names (`blocks.i.self_attn.q.weight`, `head.modulation`, ...)
 - "diffusers": diffusers' `WanTransformer3DModel` names (`blocks.i.attn1.to_q.weight`, ...)
@@ -51,7 +51,7 @@ _WAN_TOP_TO_DIFFUSERS = {
     "head.modulation": "scale_shift_table",
 }
 
-# --- Wan original <-> SAT, unfused parts (SPEC §7 table); {i} is the block index -------------
+# --- Wan original <-> SAT, unfused parts (docs/model.md#7-checkpoint-layouts-and-conversions table); {i} is the block index -------------
 _WAN_BLOCK_TO_SAT = {
     "self_attn.o": "transformer.layers.{i}.attention.dense",
     "self_attn.norm_q": "mixins.adaln_layer.query_layernorm_list.{i}",

@@ -1,4 +1,4 @@
-"""Loading the Kaleido release folder (SPEC §10.4) into diffusers / transformers components.
+"""Loading the Kaleido release folder (docs/contracts.md#11-loading-and-converting-checkpoints) into diffusers / transformers components.
 
     <release>/model/            Kaleido SAT transformer checkpoint (`latest`, `<iter>/mp_rank_00_model_states.pt`)
     <release>/Wan2.1_VAE.pth    Wan's VAE in Wan's original naming

@@ -3,7 +3,7 @@
 Wan rotates q and k by a position (t, h, w) per token. Video token of latent frame f at patch row
 y, column x sits at (f, y, x). Kaleido places the tokens of reference i at (i, dh + y, dw + x):
 the same temporal index as video frame i, shifted in space by an offset that depends on the
-policy (SPEC §2):
+policy (docs/model.md#2-r-rope-positions):
 
 - "kaleido": (80, 80), the released checkpoint's rule (H_max = W_max = 80 patches = 1280 px);
 - "video":   the video's own patch-grid (height, width), as the paper's figure draws it;
@@ -69,7 +69,7 @@ def token_positions(
 def check_positions_fit(
     video_grid: tuple[int, int, int], reference_grids: list[tuple[int, int]], policy: str, table_size: int
 ) -> None:
-    """Refuse a sequence whose positions reach past a rotary table of `table_size` rows (SPEC §10.2).
+    """Refuse a sequence whose positions reach past a rotary table of `table_size` rows (docs/contracts.md#8-limits).
 
     Reference i reaches max(i, offset_h + h_i - 1, offset_w + w_i - 1); the video max(F, H, W) - 1: the
     largest entry of `token_positions`, computed without building it, so a caller can check a request

@@ -1,6 +1,6 @@
 """KaleidoTransformer3DModel: Wan2.1's diffusion transformer on `[references | video]` tokens.
 
-Kaleido adds no weights to Wan2.1-T2V (SPEC §1). Each reference is one clean VAE latent frame,
+Kaleido adds no weights to Wan2.1-T2V (docs/model.md#1-the-network). Each reference is one clean VAE latent frame,
 patch-embedded by Wan's own Conv3d; its tokens go in front of the video tokens, get R-RoPE
 positions (`rope.py`), pass through every block exactly like video tokens (same timestep
 modulation, self-attention, cross-attention, FFN), and are dropped before the output projection.

@@ -1,8 +1,8 @@
 """What `kaleido-s2v generate` does, without argparse: load a model, generate, write video + side-car.
 
-`generate --batch` reads a case file (SPEC §9.1, `kaleido_s2v.common.cases`) and writes `<out_dir>/<id>.mp4`
+`generate --batch` reads a case file (docs/contracts.md#1-case-files, `kaleido_s2v.common.cases`) and writes `<out_dir>/<id>.mp4`
 and `<out_dir>/<id>.json`. A case is skipped when both exist and the JSON records the same
-resolved parameters (SPEC §10.3), so an interrupted run resumes where it stopped. A bad case (a bad
+resolved parameters (docs/contracts.md#9-resume-per-command), so an interrupted run resumes where it stopped. A bad case (a bad
 line, or any error while generating it) is reported in one line and skipped; the others still run.
 """
 
@@ -31,7 +31,7 @@ from kaleido_s2v.pipelines.references import reference_fingerprint
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
-# The resolved parameters that decide a video (SPEC §10.3): equal values mean the same video.
+# The resolved parameters that decide a video (docs/contracts.md#9-resume-per-command): equal values mean the same video.
 RESUME_KEYS = (
     "prompt",
     "negative_prompt",

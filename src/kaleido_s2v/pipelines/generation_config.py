@@ -1,4 +1,4 @@
-"""The generation settings, one list with one resolution rule (SPEC §10.1), and the sigma schedule.
+"""The generation settings, one list with one resolution rule (docs/contracts.md#7-generation-defaults-live-with-the-model), and the sigma schedule.
 
 `GenerationConfig` is the list: every setting a generation uses, with the release's values as defaults.
 A model folder's `generation_config.json` holds that model's values. One rule resolves a setting, in
@@ -10,8 +10,8 @@ preset from the scheduler it is given. The settings marked with a CLI flag make 
 
 The shift is applied at sampling time by `set_scheduler_sigmas`, so the resolved setting, not what a
 scheduler was built with, decides the schedule. The schedule is passed to the scheduler explicitly:
-`FlowMatchEulerDiscreteScheduler(shift=7).set_timesteps(50)` differs from SPEC §5 by up to 0.078,
-while the same scheduler given `sigmas=linspace(1, 0, 51)[:-1]` shifts them to SPEC §5's values.
+`FlowMatchEulerDiscreteScheduler(shift=7).set_timesteps(50)` differs from docs/model.md#5-sampling-defaults by up to 0.078,
+while the same scheduler given `sigmas=linspace(1, 0, 51)[:-1]` shifts them to docs/model.md#5-sampling-defaults's values.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ if TYPE_CHECKING:
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
-# SPEC §5: Wan2.1's default negative prompt without the phrase for badly drawn faces.
+# docs/model.md#5-sampling-defaults: Wan2.1's default negative prompt without the phrase for badly drawn faces.
 KALEIDO_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，畸形的，毁容的，形态畸形的肢体，手指融合，"
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
-# Each scheduler preset's own shift: Kaleido's release (SPEC §5) and Wan2.1 T2V's sampler.
+# Each scheduler preset's own shift: Kaleido's release (docs/model.md#5-sampling-defaults) and Wan2.1 T2V's sampler.
 PRESET_SHIFTS = {"kaleido_euler": 7.0, "wan_unipc": 5.0}
 SCHEDULER_PRESETS = tuple(PRESET_SHIFTS)
 
@@ -56,7 +56,7 @@ class GenerationConfig:
 
     reference_size: (height, width) references are letterboxed to; None means the video size.
     max_sequence_length: text tokens per prompt, as the model was trained (umt5-xxl: 512).
-    scheduler: "kaleido_euler" (SPEC §5, the release) or "wan_unipc" (Wan2.1 T2V's own sampler).
+    scheduler: "kaleido_euler" (docs/model.md#5-sampling-defaults, the release) or "wan_unipc" (Wan2.1 T2V's own sampler).
     """
 
     height: int = _overridable(512, "--height", "video height in pixels, a multiple of 16")
@@ -143,7 +143,7 @@ GenerationSettings = make_dataclass(
 def base_sigmas(num_inference_steps: int, scheduler: str = "kaleido_euler") -> np.ndarray:
     """Unshifted sigmas, one per step (the terminal 0 excluded), float64.
 
-    kaleido_euler: linspace(1, 0, N + 1)[:-1] (SPEC §5); wan_unipc: linspace(1, 1/1000, N + 1)[:-1]
+    kaleido_euler: linspace(1, 0, N + 1)[:-1] (docs/model.md#5-sampling-defaults); wan_unipc: linspace(1, 1/1000, N + 1)[:-1]
     (Wan2.1's sampler).
     """
     import numpy as np  # here, not at the top: the CLI reads this module's settings at start-up
@@ -155,7 +155,7 @@ def base_sigmas(num_inference_steps: int, scheduler: str = "kaleido_euler") -> n
 
 
 def shifted_sigmas(num_inference_steps: int, shift: float) -> np.ndarray:
-    """SPEC §5 exactly: sigma_i = s*u / (1 + (s - 1)*u), u = linspace(1, 0, N + 1); length N + 1, ends at 0."""
+    """docs/model.md#5-sampling-defaults exactly: sigma_i = s*u / (1 + (s - 1)*u), u = linspace(1, 0, N + 1); length N + 1, ends at 0."""
     import numpy as np  # here, not at the top: the CLI reads this module's settings at start-up
 
     u = np.linspace(1.0, 0.0, num_inference_steps + 1)

@@ -3,10 +3,10 @@
 One call, top to bottom:
   1. resolve the settings (call arguments over generation_config, `GenerationConfig.override`) and
      check them before any model runs;
-  2. letterbox the references (SPEC §3) and VAE-encode each as its own latent frame;
+  2. letterbox the references (docs/model.md#3-reference-preprocessing) and VAE-encode each as its own latent frame;
   3. encode the prompt and the negative prompt with the text encoder (UMT5, or the demo's MiniLM;
      padding positions zeroed); steps 2 and 3 follow `models.encoders`, the trainer's rules too;
-  4. Euler (or UniPC) steps over explicit flow sigmas with the resolved shift (SPEC §5), text-only CFG
+  4. Euler (or UniPC) steps over explicit flow sigmas with the resolved shift (docs/model.md#5-sampling-defaults), text-only CFG
      with both branches in one batched forward and the same references in both;
   5. decode the video latents.
 
@@ -56,7 +56,7 @@ class KaleidoPipelineOutput(BaseOutput):
 
 
 def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """v = v_uncond + g (v_cond - v_uncond) (SPEC §5)."""
+    """v = v_uncond + g (v_cond - v_uncond) (docs/model.md#5-sampling-defaults)."""
     return uncond + guidance_scale * (cond - uncond)
 
 
@@ -67,7 +67,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     (UMT5EncoderModel, or another transformers encoder such as the demo's BertModel) + tokenizer,
     scheduler (FlowMatchEulerDiscreteScheduler for the Kaleido preset, UniPCMultistepScheduler
     with flow sigmas for Wan's). `generation_config` holds the
-    model's defaults (SPEC §10.1).
+    model's defaults (docs/contracts.md#7-generation-defaults-live-with-the-model).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
@@ -123,7 +123,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         vae_config / transformer_config: constructor arguments when the components are not the
         release's (tests use tiny ones); by default Wan2.1's VAE and a transformer inferred from
         the weights. generation_config: default the folder's `generation_config.json`, else the
-        release values (SPEC §10.1).
+        release values (docs/contracts.md#7-generation-defaults-live-with-the-model).
         """
         parts = load_release_folder(
             release_dir, torch_dtype, vae_dtype, generation_config, vae_config, transformer_config
@@ -160,7 +160,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     def encode_references(
         self, pixels: torch.Tensor, device: torch.device | None = None
     ) -> list[torch.Tensor]:
-        """VAE-encode each reference alone as a one-frame video, normalised (SPEC §3, §6; `models.encoders`).
+        """VAE-encode each reference alone as a one-frame video, normalised (docs/model.md#3-reference-preprocessing, docs/model.md#6-vae-and-text-encoder; `models.encoders`).
 
         pixels: (S, 3, H, W) in [-1, 1]. Returns S latents (1, C, 1, H/8, W/8) on `device` in the
         transformer's dtype; the posterior mean is used, so encoding is deterministic.
@@ -236,7 +236,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             )
 
     def _check_reference_positions(self, settings: GenerationConfig, num_references: int) -> None:
-        """Refuse, before any encoding, references that do not fit the rotary table (SPEC §10.2): the
+        """Refuse, before any encoding, references that do not fit the rotary table (docs/contracts.md#8-limits): the
         model's own check (`rope.check_positions_fit`) on the patch grids this call would give it."""
         config = self.transformer.config
         p_t, p_h, p_w = config.patch_size
@@ -306,7 +306,7 @@ class KaleidoPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         Unset arguments take the model's `generation_config` values. reference_images: paths, PIL
         images, numpy arrays or tensors, in order (reference i gets temporal position i); [] runs
         Wan2.1 text-to-video. guidance_scale 1 runs the conditional branch only. shift: the sigma
-        shift of the schedule (SPEC §5), whatever the scheduler was built with.
+        shift of the schedule (docs/model.md#5-sampling-defaults), whatever the scheduler was built with.
         callback_on_step_end(pipe, step, timestep, tensors) -> dict may replace "latents" and the
         prompt embeddings (diffusers' convention).
         """

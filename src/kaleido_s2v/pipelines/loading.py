@@ -87,7 +87,7 @@ def load_release_folder(
 ) -> PipelineParts:
     """The release layout (`model/` SAT checkpoint, `Wan2.1_VAE.pth`, `umt5-xxl/`), with a scheduler of
     the generation config's preset and shift (default: the folder's generation_config.json, else the
-    release values, SPEC §10.1). vae_config / transformer_config: see `load_release_components`."""
+    release values, docs/contracts.md#7-generation-defaults-live-with-the-model). vae_config / transformer_config: see `load_release_components`."""
     path = resolve_model_path(release_dir)
     components = load_release_components(
         path,

@@ -27,7 +27,7 @@ GIF_MAX_FPS = 100  # GIF frame delays are whole hundredths of a second
 def frames_to_uint8(frames) -> np.ndarray:
     """(F, H, W, 3) float in [0, 1] (numpy or tensor) or uint8 -> uint8 (F, H, W, 3).
 
-    Floats are mapped as clamp(x, 0, 1) * 255, truncated to integers (SPEC §5's pixel rule, as Wan's
+    Floats are mapped as clamp(x, 0, 1) * 255, truncated to integers (docs/model.md#5-sampling-defaults's pixel rule, as Wan's
     own writer and diffusers' `export_to_video` do).
     """
     if hasattr(frames, "detach"):

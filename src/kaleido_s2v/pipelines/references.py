@@ -1,4 +1,4 @@
-"""Reference images: loading from any common form and letterboxing to the video size (SPEC §3).
+"""Reference images: loading from any common form and letterboxing to the video size (docs/model.md#3-reference-preprocessing).
 
 A file is opened by `kaleido_s2v.common.images.open_image` (EXIF orientation applied, 16-bit mapped to 8-bit,
 transparency kept) and an in-memory image is brought to 8 bits by its `to_8bit`; each reference is then

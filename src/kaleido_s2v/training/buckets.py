@@ -1,4 +1,4 @@
-"""Buckets and the resumable global-batch sampler (SPEC §9.5).
+"""Buckets and the resumable global-batch sampler (docs/contracts.md#5-batches-and-reference-counts).
 
 References are never padded, so a batch only mixes samples of one (height, width, frames,
 reference count) bucket. Each global batch (all ranks, all accumulation steps) comes from one

@@ -110,7 +110,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a complete checkpoint of `step` (every rank calls it): shards to `step-N.tmp`, then
     rename to `step-N` and keep the newest `keep` (`prune_checkpoints`). `shift_record` is stored
-    with the trainer state (the shift used, SPEC §10.1)."""
+    with the trainer state (the shift used, docs/contracts.md#7-generation-defaults-live-with-the-model)."""
     folder = output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{step:08d}"
     temporary = folder.with_suffix(".tmp")
     if context.is_main and temporary.exists():

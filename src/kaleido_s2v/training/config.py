@@ -47,7 +47,7 @@ class EncodersConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # One or more sample folders or WebDataset shard files/folders (SPEC §9.2).
+    # One or more sample folders or WebDataset shard files/folders (docs/contracts.md#2-training-samples).
     paths: tuple[str, ...] = ()
     # Candidate (height, width) buckets; each clip goes to the one closest in aspect ratio.
     resolutions: tuple[tuple[int, int], ...] = ((480, 832),)
@@ -66,7 +66,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """AdamW and its learning-rate schedule (defaults: the released SFT recipe, SPEC §4)."""
+    """AdamW and its learning-rate schedule (defaults: the released SFT recipe, docs/model.md#4-flow-matching-training)."""
 
     lr: float = 5e-6
     betas: tuple[float, float] = (0.9, 0.95)
@@ -94,7 +94,7 @@ class SamplingConfig:
     """Periodic sample videos with fixed prompts and references (needs `encoders.path`)."""
 
     every: int = 0
-    # A case file (SPEC §9.1) with the fixed prompts and references.
+    # A case file (docs/contracts.md#1-case-files) with the fixed prompts and references.
     cases: str | None = None
     num_inference_steps: int = 20
     guidance_scale: float = 5.0
@@ -110,7 +110,7 @@ class TrainConfig:
     micro_batch_size: int = 1
     gradient_accumulation_steps: int = 1
     mixed_precision: Literal["no", "bf16"] = "bf16"
-    # "auto" applies SPEC §4's resolution-dependent rule; a number fixes the shift.
+    # "auto" applies docs/model.md#4-flow-matching-training's resolution-dependent rule; a number fixes the shift.
     shift: Union[float, Literal["auto"]] = "auto"
     # EMA of the trainable weights; the decay warms up as min(ema_decay, (1 + step) / (10 + step)).
     ema_decay: float | None = None

@@ -1,4 +1,4 @@
-"""Training datasets over S2V samples (SPEC §9.2, §9.4, §9.5) and the latent cache.
+"""Training datasets over S2V samples (docs/contracts.md#2-training-samples, docs/contracts.md#4-clips, docs/contracts.md#5-batches-and-reference-counts) and the latent cache.
 
 Three datasets give the trainer one example per index, each with its `BucketKey`:
 
@@ -30,7 +30,7 @@ from kaleido_s2v.pipelines.references import image_to_tensor
 from kaleido_s2v.training.buckets import BucketKey, nearest_resolution
 from kaleido_s2v.training.config import DataConfig
 
-# The reference loader drops frames at each shot end, where cuts blend (SPEC §9.4).
+# The reference loader drops frames at each shot end, where cuts blend (docs/contracts.md#4-clips).
 SKIP_FRAMES_AT_ENDS = 3
 # 2: captions are cleaned like prompts before encoding (models.encoders.clean_prompt); a format-1 cache
 # holds text states of uncleaned captions: its fingerprint no longer matches, and it is refused by name.

@@ -1,4 +1,4 @@
-"""Flow-matching training objective (SPEC §4): sigma sampling, resolution shift, targets, loss.
+"""Flow-matching training objective (docs/model.md#4-flow-matching-training): sigma sampling, resolution shift, targets, loss.
 
 The whole objective on one page:
 
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-# mu(n) is linear in the token count n between these anchors (SPEC §4).
+# mu(n) is linear in the token count n between these anchors (docs/model.md#4-flow-matching-training).
 _BASE_TOKENS, _MAX_TOKENS = 256, 4096
 _BASE_MU, _MAX_MU = 0.5, 1.15
 

@@ -20,7 +20,7 @@ from kaleido_s2v.training.config import TrainConfig
 
 
 def read_sample_cases(path: str | os.PathLike) -> list:
-    """The cases of `sampling.cases` (SPEC §9.1); any bad line is an error naming it."""
+    """The cases of `sampling.cases` (docs/contracts.md#1-case-files); any bad line is an error naming it."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"sampling.cases {path} does not exist")
     cases, errors = split_cases(read_cases(path))

@@ -275,7 +275,7 @@ class Trainer:
         return float(self.config.shift)
 
     def shift_record(self) -> dict[str, Any]:
-        """The shift used, per bucket resolution (SPEC §10.1: a checkpoint records the value)."""
+        """The shift used, per bucket resolution (docs/contracts.md#7-generation-defaults-live-with-the-model: a checkpoint records the value)."""
         values = {}
         for key in sorted(set(self.dataset.bucket_keys)):
             latents = torch.empty(0, 0, 0, key.height // 8, key.width // 8)  # the Wan VAE is 8x spatially

@@ -26,7 +26,7 @@ def test_bikes_real_cuts(bikes_path):
 
 @pytest.mark.parametrize(
     ("num_frames", "fps", "clipped_shots"),
-    [(81, 16.0, []), (17, 8.0, [2]), (9, 8.0, [1, 2, 3, 4])],  # SPEC §9.4 (measured)
+    [(81, 16.0, []), (17, 8.0, [2]), (9, 8.0, [1, 2, 3, 4])],  # docs/contracts.md#4-clips (measured)
 )
 def test_bikes_clip_rules(bikes_path, num_frames, fps, clipped_shots):
     times = frame_times(bikes_path)

@@ -1,4 +1,4 @@
-"""Cross-pairing rules (SPEC §9.3) and reference variants."""
+"""Cross-pairing rules (docs/contracts.md#3-cross-pairing-and-procedural-scenes) and reference variants."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Stage `export`: write each cross-paired clip as an S2V sample (SPEC §9.2) through `samples.py`.
+"""Stage `export`: write each cross-paired clip as an S2V sample (docs/contracts.md#2-training-samples) through `samples.py`.
 
 Per item it writes the folder form under `<run>/export/` and records every file it wrote as an
 artifact (so the manifest holds each one's sha256); `finalize` then writes the WebDataset shards

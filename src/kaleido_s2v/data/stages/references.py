@@ -1,6 +1,6 @@
 """Stage `references`: pick each subject's reference image from another shot and build its variant.
 
-Pairing modes (SPEC §9.3):
+Pairing modes (docs/contracts.md#3-cross-pairing-and-procedural-scenes):
 - `cross_shot` (default): the reference comes from a clip of a different shot of the same source video.
 - `same_shot`: from another clip of the same shot whose keyframe lies at least `min_gap_frames`
   source frames outside the target clip.

@@ -1,4 +1,4 @@
-"""Stage `split`: find shots with PySceneDetect and cut clips by the rules of SPEC §9.4.
+"""Stage `split`: find shots with PySceneDetect and cut clips by the rules of docs/contracts.md#4-clips.
 
 Per shot: skip `skip_frames` at each end, resample by timestamp to `fps`, keep `num_frames`
 (4k+1) frames, or record the shot as `too_short`. Up to `max_clips_per_shot` consecutive,
