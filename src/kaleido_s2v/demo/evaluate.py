@@ -127,7 +127,7 @@ def background_reference_cases(run_dir: Path) -> Path:
     )
 
 
-def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, progress: bool) -> dict:
+def score_runs(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, progress: bool) -> dict:
     """Score each folder of videos in `runs` against `cases` into `eval_dir/<name>/`; one figures row
     per name, plus `chance` (each case scored on another case's clip in `truth`) beside `model`."""
     rows = {}
@@ -147,13 +147,13 @@ def _score(cases: Path, runs: dict[str, Path], eval_dir: Path, truth: Path, prog
     return rows
 
 
-def _evaluate_background_references(run_dir: Path, model: LoadedModel, truth: Path, progress: bool) -> dict:
+def evaluate_background_references(run_dir: Path, model: LoadedModel, truth: Path, progress: bool) -> dict:
     """Generate and score the background-reference cases: rows `model`, `ground_truth`, `chance`."""
     cases = background_reference_cases(run_dir)
     eval_dir = run_dir / "eval" / "background_references"
     videos = eval_dir / "videos" / "model"
     generate_cases(model, cases, videos)
-    rows = _score(cases, {"model": videos, "ground_truth": truth}, eval_dir, truth, progress)
+    rows = score_runs(cases, {"model": videos, "ground_truth": truth}, eval_dir, truth, progress)
     write_strip(cases, videos, run_dir / "eval" / "strip_background.png", truth=truth)
     return rows
 
@@ -184,9 +184,9 @@ def evaluate_run(run_dir: str | os.PathLike, config, progress: bool = True) -> d
         "ground_truth": truth,
         "vae_reconstruction": eval_dir / "videos" / "vae_reconstruction",
     }
-    table = _score(cases, runs, eval_dir, truth, progress)
+    table = score_runs(cases, runs, eval_dir, truth, progress)
     table["motion_uniform_chance"] = 0.2
-    table["background_references"] = _evaluate_background_references(run_dir, trained, truth, progress)
+    table["background_references"] = evaluate_background_references(run_dir, trained, truth, progress)
     write_json_atomic(eval_dir / "summary.json", table)
     write_strip(cases, runs["model"], eval_dir / "strip.png", truth=truth)
     return table

@@ -24,6 +24,12 @@ from kaleido_s2v.models.transformer import KaleidoTransformer3DModel
 SAT_WEIGHT_FILES = ("mp_rank_00_model_states.pt", "fsdp2_rank_0000_checkpoint.pt")
 SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"
 SAFETENSORS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+}
 DEFAULT_HEAD_DIM = 128
 
 
@@ -234,7 +240,8 @@ def load_transformer(
     path = Path(path)
     if path.is_dir() and _is_diffusers_folder(path) and config is None:
         overrides = {} if rope_policy is None else {"rope_policy": rope_policy}
-        return KaleidoTransformer3DModel.from_pretrained(path, torch_dtype=torch_dtype, **overrides)
+        dtype = torch_dtype or stored_dtype(path)
+        return KaleidoTransformer3DModel.from_pretrained(path, torch_dtype=dtype, **overrides)
 
     state_dict, layout = read_state_dict(path)
     state_dict = convert_state_dict(state_dict, layout, "diffusers")
@@ -255,6 +262,18 @@ def load_transformer(
         model.config.attention_head_dim, model.config.patch_size, model.config.rope_max_seq_len
     )
     return model.eval()
+
+
+def stored_dtype(folder: Path) -> torch.dtype:
+    """The dtype a diffusers folder's weights are stored in (its first tensor's), read from a header."""
+    from safetensors import safe_open
+
+    files = sorted(p for p in folder.glob("*.safetensors") if not is_temporary(p))
+    if not files:
+        raise FileNotFoundError(f"{folder} has no .safetensors weights")
+    with safe_open(str(files[0]), framework="pt") as handle:
+        name = handle.get_slice(next(iter(handle.keys()))).get_dtype()  # e.g. "BF16"
+    return SAFETENSORS_DTYPES[name]
 
 
 def _is_diffusers_folder(folder: Path) -> bool:

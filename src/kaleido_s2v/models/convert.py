@@ -39,6 +39,9 @@ def convert_checkpoint(
                 diffusers_keys = convert_state_dict(state_dict, layout, "diffusers")
                 config = infer_config(diffusers_keys, attention_head_dim=attention_head_dim)
             model = load_transformer(src, torch_dtype=torch_dtype, config=config, rope_policy=rope_policy)
+            # Every tensor in one dtype, as the other targets: from_pretrained keeps the model's
+            # `_keep_in_fp32_modules` in fp32 whatever dtype it was asked for.
+            model.to(torch_dtype or next(iter(read_state_dict(src)[0].values())).dtype)
             model.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
         else:
             state_dict, layout = read_state_dict(src)
