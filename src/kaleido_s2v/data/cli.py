@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {
         k: v
         for k, v in (("executor", args.executor), ("workers", args.workers), ("run_dir", args.run_dir))
-        if v
+        if v is not None
     }
     config = load_config(args.config, overrides)
     summary = run_pipeline(config, progress=not args.no_progress)
