@@ -1,15 +1,26 @@
 """The model backend with tiny random Grounding DINO / SAM / DINOv2 / CLIP, loaded through our loaders."""
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evaluation.eval_scenes import green_background, make_video, moving_video, striped_ball, write_cases
+from evaluation.eval_scenes import (
+    green_background,
+    make_video,
+    moving_video,
+    paste,
+    save_png,
+    striped_ball,
+    write_cases,
+)
 from kaleido_s2v.cli import main
 from kaleido_s2v.common.cases import Case, CaseReference
 from kaleido_s2v.evaluation.config import EvalConfig, ModelPaths
 from kaleido_s2v.evaluation.model_backend import ModelBackend
+from kaleido_s2v.evaluation.runner import run_eval
 from kaleido_s2v.evaluation.scoring import score_video
 
 
@@ -119,3 +130,72 @@ def test_background_similarity_is_one_for_the_same_background_and_reuses_the_ref
     for _ in range(3):
         backend.background_similarity(background, everywhere, background[::-1].copy(), everywhere)
     assert calls == [1, 1, 1]  # only the frame is embedded; the reference's embedding is kept
+
+
+def _scene_reference(folder: Path) -> Path:
+    """The ball on the green background: no alpha, no white border, so only a detection finds it."""
+    ball, mask = striped_ball(30)
+    return save_png(folder / "refs" / "ball_on_green.png", paste(green_background(), ball, mask, 50, 30))
+
+
+def test_metrics_json_names_the_model_that_ran_in_each_role(tiny_eval_models, ball_reference, tmp_path):
+    ball, mask = striped_ball(30)
+    make_video(tmp_path / "videos" / "m.mp4", moving_video(green_background(), ball, mask, frames=5))
+    case = Case("m", "a ball", [CaseReference(ball_reference, "ball")])
+    options = dict(controls=False, report=False, progress=False)
+
+    full = run_eval(tmp_path / "videos", [case], tmp_path / "full", _config(tiny_eval_models), **options)
+    assert full["models"] == {
+        "detection": "grounding_dino",
+        "masks": "sam",
+        "identity_features": "dinov2",
+        "text_alignment": "clip",
+        "aesthetics": "not used (no --aesthetic given)",
+    }
+    assert full["unavailable"] == {"aesthetics": "not used (no --aesthetic given)"}
+
+    config = _config(tiny_eval_models, sam=None, dinov2=None)
+    fallback = run_eval(tmp_path / "videos", [case], tmp_path / "fallback", config, **options)
+    assert fallback["models"]["masks"] == "boxes (no --sam given)"
+    assert fallback["models"]["identity_features"] == "clip (no --dinov2 given)"
+    assert fallback["comparability"] == (
+        "model backend with detection: grounding_dino; masks: boxes (no --sam given); identity features: "
+        "clip (no --dinov2 given); text alignment: clip; aesthetics: not used (no --aesthetic given)"
+    )
+    assert json.loads((tmp_path / "fallback" / "metrics.json").read_text())["models"] == fallback["models"]
+
+    no_clip = _config(tiny_eval_models, clip=None)
+    without = run_eval(tmp_path / "videos", [case], tmp_path / "no_clip", no_clip, **options)
+    assert without["unavailable"]["text_alignment"] == "not used (no --clip given)"  # not "offline"
+
+
+def test_a_reference_whose_subject_is_not_detected_is_reported_not_counted_as_no_background(
+    tiny_eval_models, tmp_path
+):
+    ball, mask = striped_ball(30)
+    make_video(tmp_path / "videos" / "m.mp4", moving_video(green_background(), ball, mask, frames=5))
+    case = Case("m", "a ball", [CaseReference(_scene_reference(tmp_path), "ball")], line=1)
+    config = _config(tiny_eval_models)
+    backend = ModelBackend.from_config(config)
+    backend.detector.box_threshold = 1.0  # a box must score above it: Grounding DINO detects nothing
+    payload = run_eval(
+        tmp_path / "videos", [case], tmp_path / "out", config, controls=False, report=False, backend=backend
+    )
+    subject = payload["cases"]["m"]["subjects"][0]
+    assert subject["subject_found"] is False and subject["no_background"] is False
+    assert subject["decoupling"] is None
+    assert payload["summary"]["decoupling"] == {
+        "mean": None,
+        "n": 0,
+        "no_background_references": 0,
+        "subject_not_found_references": 1,
+    }
+    reason = "reference 'ball': subject not found in the reference; its decoupling is left out"
+    assert payload["warnings"] == [{"id": "m", "line": 1, "reason": reason}]
+    row = next(csv.DictReader((tmp_path / "out" / "cases.csv").open()))
+    assert row["subject_not_found_references"] == "1" and row["warning"] == reason
+
+    # Detected (thresholds opened), the same reference has a background and a decoupling figure.
+    backend.detector.box_threshold = backend.detector.text_threshold = 0.0
+    found = score_video(tmp_path / "videos" / "m.mp4", case, config, backend=backend).subjects[0]
+    assert found.subject_found and not found.no_background and found.decoupling is not None

@@ -96,7 +96,12 @@ def test_cli_scores_good_cases_reports_bad_ones_and_writes_the_report(eval_folde
     assert any(case is None and stage == "case file" for case, stage in errors)  # the bad line (line 7)
     assert any(e["line"] == 7 for e in metrics["errors"])
     assert metrics["summary"]["motion_accuracy"] == {"mean": 1.0, "n": 3}
-    assert metrics["summary"]["decoupling"] == {"mean": None, "n": 0, "no_background_references": 3}
+    assert metrics["summary"]["decoupling"] == {
+        "mean": None,
+        "n": 0,
+        "no_background_references": 3,
+        "subject_not_found_references": 0,
+    }
     assert metrics["controls"]["chance"]["consistency"]["n"] == 3
     assert metrics["controls"]["motion_accuracy_uniform"] == pytest.approx(0.2)
     assert (
@@ -204,3 +209,23 @@ def test_chance_control_can_use_ground_truth_clips(eval_folder):
     assert all(score.video.startswith(str(truth)) for score in result.chance.values())
     assert all(not score.video.endswith(f"/{case_id}.mp4") for case_id, score in result.chance.items())
     assert result.chance["right"].subjects[0].observed_direction == "up"
+
+
+def test_a_case_with_several_warnings_has_one_warning_with_every_reason():
+    from kaleido_s2v.evaluation.runner import one_warning_per_case
+
+    warnings = [
+        {"id": "a", "line": 1, "reason": "video a.mp4 is 64x64, not the run's 128x96"},
+        {"id": "b", "line": 2, "reason": "reference 'cat': subject not found in the reference"},
+        {"id": "a", "line": 1, "reason": "reference 'dog': subject not found in the reference"},
+    ]
+    assert one_warning_per_case(warnings) == [
+        {
+            "id": "a",
+            "line": 1,
+            "reason": "video a.mp4 is 64x64, not the run's 128x96; "
+            "reference 'dog': subject not found in the reference",
+        },
+        warnings[1],
+    ]
+    assert warnings[0]["reason"].endswith("128x96")  # the input is left as it was

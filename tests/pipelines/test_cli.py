@@ -430,3 +430,115 @@ def test_truncated_prompt_in_a_batch_names_its_case(tiny_model_dir, reference_fi
     assert _generate(tiny_model_dir, *batch) == 0
     assert "warning: case wordy (line 1): the prompt is 901 tokens" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "wordy.json").read_text())["prompt_truncated"] is True
+
+
+def _png_frames(folder) -> np.ndarray:
+    """(F, H, W, 3) uint8: the PNG frames `generate` wrote to `folder` (lossless, unlike MP4)."""
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
+
+
+@pytest.fixture()
+def loaded_models(monkeypatch) -> list:
+    """Every `LoadedModel` that `generate` loads during the test, in order."""
+    from kaleido_s2v.pipelines import generate
+
+    loaded = []
+    load_model = generate.load_model
+
+    def recording(*args, **kwargs):
+        loaded.append(load_model(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(generate, "load_model", recording)
+    return loaded
+
+
+def test_negative_prompt_changes_the_frames_and_is_recorded(tiny_model_dir, reference_files, tmp_path):
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--steps", "1"]
+    assert _generate(tiny_model_dir, *args, "--out", str(tmp_path / "default")) == 0
+    assert _generate(tiny_model_dir, *args, "--negative-prompt", "静态", "--out", str(tmp_path / "own")) == 0
+    assert json.loads((tmp_path / "default.json").read_text())["negative_prompt"] == "低质量"  # the model's
+    assert json.loads((tmp_path / "own.json").read_text())["negative_prompt"] == "静态"
+    default, own = _png_frames(tmp_path / "default"), _png_frames(tmp_path / "own")
+    assert default.shape == own.shape == (5, 64, 64, 3) and not np.array_equal(default, own)
+
+
+def test_dtype_bf16_loads_bf16_weights_and_is_recorded(
+    tiny_model_dir, reference_files, tmp_path, loaded_models
+):
+    import torch
+
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--steps", "1"]
+    assert _generate(tiny_model_dir, *args, "--out", str(tmp_path / "fp32")) == 0  # fp32: CPU's default
+    assert _generate(tiny_model_dir, *args, "--dtype", "bf16", "--out", str(tmp_path / "bf16")) == 0
+    fp32, bf16 = (model.pipeline for model in loaded_models)
+    assert fp32.transformer.dtype == fp32.text_encoder.dtype == torch.float32
+    assert bf16.transformer.dtype == bf16.text_encoder.dtype == torch.bfloat16
+    assert bf16.transformer.patch_embedding.weight.dtype == torch.bfloat16
+    assert bf16.vae.dtype == torch.float32  # the VAE stays fp32
+    assert json.loads((tmp_path / "fp32.json").read_text())["dtype"] == "fp32"
+    assert json.loads((tmp_path / "bf16.json").read_text())["dtype"] == "bf16"
+    full, half = _png_frames(tmp_path / "fp32"), _png_frames(tmp_path / "bf16")
+    assert half.shape == full.shape == (5, 64, 64, 3) and not np.array_equal(half, full)
+
+
+def test_memory_options_are_recorded_and_small_frames_are_not_tiled(
+    tiny_model_dir, reference_files, tmp_path, loaded_models
+):
+    args = ["--ref", str(reference_files[0]), "--prompt", "a cat walks", "--steps", "1"]
+    assert _generate(tiny_model_dir, *args, "--out", str(tmp_path / "plain")) == 0
+    assert _generate(tiny_model_dir, *args, "--vae-tiling", "--out", str(tmp_path / "tiled")) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    tiled = json.loads((tmp_path / "tiled.json").read_text())
+    assert {key: plain[key] for key in ("dtype", "device", "offload", "vae_tiling")} == {
+        "dtype": "fp32",
+        "device": "cpu",
+        "offload": None,
+        "vae_tiling": False,
+    }
+    assert tiled["vae_tiling"] is True and tiled["offload"] is None
+    assert [model.pipeline.vae.use_tiling for model in loaded_models] == [False, True]
+    # diffusers' Wan VAE tiles frames over 256 px only: 64x64 frames come out the same.
+    assert np.array_equal(_png_frames(tmp_path / "tiled"), _png_frames(tmp_path / "plain"))
+
+
+def test_offload_on_the_cpu_is_refused_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from kaleido_s2v.pipelines.kaleido import KaleidoPipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded although --offload cannot work on the CPU")
+
+    monkeypatch.setattr(KaleidoPipeline, "from_pretrained", never)
+    monkeypatch.chdir(tmp_path)
+    assert _generate(tiny_model_dir, "--prompt", "a cat", "--out", "x.mp4", "--offload") == 2
+    assert (
+        "--offload moves each model from CPU memory to the GPU while it runs; on device cpu every model "
+        "already runs from CPU memory, so it would save nothing: drop --offload, or use --device cuda"
+    ) in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_offloaded_model_writes_the_plain_frames_and_records_offload(
+    tiny_model_dir, reference_files, tmp_path
+):
+    """--offload needs a GPU; on the CPU diffusers' offload runs with device="cpu", as `load_model`
+    would set it up on a GPU, so the side-car and the frames can be checked here."""
+    from dataclasses import replace
+
+    from kaleido_s2v.pipelines.generate import generate_to_file, load_model, resolve_parameters
+    from kaleido_s2v.pipelines.generation_config import GenerationSettings
+
+    model = load_model(tiny_model_dir, device="cpu")
+    model.pipeline.set_progress_bar_config(disable=True)
+    settings = GenerationSettings(num_inference_steps=1)
+    parameters = resolve_parameters(model, "a cat walks", reference_files[:1], settings, seed=0)
+    generate_to_file(model, parameters, tmp_path / "plain")
+    model.pipeline.enable_model_cpu_offload(device="cpu")
+    offloaded = replace(model, offload="model")
+    generate_to_file(
+        offloaded,
+        resolve_parameters(offloaded, "a cat walks", reference_files[:1], settings, 0),
+        tmp_path / "offloaded",
+    )
+    assert json.loads((tmp_path / "offloaded.json").read_text())["offload"] == "model"
+    assert np.array_equal(_png_frames(tmp_path / "offloaded"), _png_frames(tmp_path / "plain"))

@@ -1,6 +1,7 @@
-"""The model backend: Grounding DINO finds each subject by its label, SAM segments it, DINOv2 (or
-CLIP) compares the crop with the reference; CLIP scores text alignment and the LAION head
-aesthetics. It uses the data pipeline's wrappers in `kaleido_s2v.data.backends`."""
+"""The model backend: Grounding DINO finds each subject by its label, SAM segments it (else its box
+is the mask), DINOv2 (else CLIP) compares the crop with the reference; CLIP scores text alignment and
+the LAION head aesthetics. `ModelBackend.models` says which of them ran. It uses the data pipeline's
+wrappers in `kaleido_s2v.data.backends`."""
 
 from __future__ import annotations
 
@@ -97,6 +98,21 @@ class ModelBackend:
             white_tolerance=config.white_tolerance,
         )
 
+    @property
+    def models(self) -> dict[str, str]:
+        """What runs in each role (metrics.json's `models`); a role without its model names what
+        replaces it: boxes for SAM's masks, CLIP's image features for DINOv2's (identity and
+        background features alike), nothing for text alignment and aesthetics."""
+        return {
+            "detection": "grounding_dino",
+            "masks": "sam" if self.segmenter is not None else "boxes (no --sam given)",
+            "identity_features": "clip (no --dinov2 given)" if self.embedder is self.clip else "dinov2",
+            "text_alignment": "clip" if self.clip is not None else "not used (no --clip given)",
+            "aesthetics": "laion head on clip"
+            if self.aesthetic is not None
+            else "not used (no --aesthetic given)",
+        }
+
     def _detect(self, image: np.ndarray, label: str) -> list[Candidate]:
         detections = [d for d in self.detector.detect(image, [label]) if d.label == label]
         if not detections:
@@ -118,9 +134,10 @@ class ModelBackend:
             candidates.append(Candidate(box=tuple(detection.box), mask=mask, score=float(detection.score)))
         return candidates
 
-    def subject_mask(self, reference: ReferenceImage) -> np.ndarray:
+    def subject_mask(self, reference: ReferenceImage) -> np.ndarray | None:
         """Alpha where the reference has it; the non-white pixels of a cut-out on white (its border
-        ≥ 90% white); otherwise the best detection of its label, segmented; else the whole image."""
+        ≥ 90% white); otherwise the best detection of its label, segmented; None when nothing of its
+        label is detected (the subject was not found in the reference)."""
         if reference.has_alpha:
             return ~reference.transparent
         white = near_white(reference.image, self.white_tolerance)
@@ -130,7 +147,7 @@ class ModelBackend:
         candidates = self._detect(reference.image, reference.label)
         if candidates:
             return max(candidates, key=lambda c: c.score).mask
-        return np.ones(reference.image.shape[:2], bool)
+        return None
 
     def features(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
         if not images:

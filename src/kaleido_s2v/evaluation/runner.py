@@ -8,7 +8,8 @@ video `scoring.check_video_fit` finds unfit (under 2 frames, or under 16 px a si
 image that cannot be read (missing, not an image, a decompression bomb), or any other error while
 scoring fails that case only. It is recorded with its reason (one line) in `errors` and
 `failed_cases`, and every other case is still scored. A scored video whose size differs from the
-run's is kept and recorded in `warnings` (`size_warnings`).
+run's, or whose case has a reference the backend found no subject in, is kept and recorded in
+`warnings` (`size_warnings`, `subject_warnings`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from kaleido_s2v.common.cases import Case, CaseError, read_cases, split_cases
 from kaleido_s2v.common.hashing import file_sha256, json_digest
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.report import write_report
-from kaleido_s2v.evaluation.scoring import Backend, VideoScore, check_video_fit, make_backend, score_video
+from kaleido_s2v.evaluation.scoring import (
+    SUBJECT_NOT_FOUND,
+    Backend,
+    VideoScore,
+    check_video_fit,
+    make_backend,
+    score_video,
+)
 from kaleido_s2v.evaluation.summary import CASE_COLUMNS, MOTION_UNIFORM_CHANCE, case_row, summarise
 
 CACHE_DIR = "cache"
@@ -56,13 +64,15 @@ def cache_key(video_sha256: str, case: Case, config: EvalConfig) -> str:
 @dataclass
 class EvalResult:
     """What one run produced: scores by case id, the chance control's scores, the errors (one per
-    failed case or failed chance control) and the warnings about scored cases."""
+    failed case or failed chance control), the warnings about scored cases, and the backend's
+    `models` (what ran in each role; None for a backend that runs no models)."""
 
     scores: dict[str, VideoScore] = field(default_factory=dict)
     chance: dict[str, VideoScore] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
     cached: int = 0
+    models: dict[str, str] | None = None
 
 
 def _error(case: Case, stage: str, reason: str) -> dict:
@@ -103,6 +113,34 @@ def size_warnings(scored: list[tuple[Case, VideoScore]]) -> list[dict]:
     ]
 
 
+def subject_warnings(scored: list[tuple[Case, VideoScore]]) -> list[dict]:
+    """One warning ({id, line, reason}) per reference of a scored case whose subject the backend did
+    not find: whether that reference has a background is unknown, so its decoupling is left out (it is
+    not counted as a reference without background)."""
+    return [
+        {
+            "id": case.id,
+            "line": case.line,
+            "reason": f"reference {subject.label!r}: {SUBJECT_NOT_FOUND}; its decoupling is left out",
+        }
+        for case, score in scored
+        for subject in score.subjects
+        if not subject.subject_found
+    ]
+
+
+def one_warning_per_case(warnings: list[dict]) -> list[dict]:
+    """The warnings with each case's reasons joined by "; " into its first warning, in order: a
+    scored case has at most one warning (`num_warnings` counts cases)."""
+    merged: dict[str, dict] = {}
+    for warning in warnings:
+        if warning["id"] in merged:
+            merged[warning["id"]]["reason"] += f"; {warning['reason']}"
+        else:
+            merged[warning["id"]] = dict(warning)
+    return list(merged.values())
+
+
 def _score_cached(
     video: Path, case: Case, config: EvalConfig, backend: Backend, cache: Path | None
 ) -> tuple[VideoScore, bool]:
@@ -113,7 +151,7 @@ def _score_cached(
             try:
                 cached = VideoScore.from_json(json.loads(key_path.read_text()))
             except (json.JSONDecodeError, TypeError, KeyError):
-                pass  # a damaged cache entry is recomputed
+                pass  # a damaged cache entry, or one that lacks a newer field, is recomputed
             else:  # an entry may predate the checks
                 check_video_fit(cached.num_frames, cached.width, cached.height, str(video))
                 return cached, True
@@ -167,6 +205,7 @@ def evaluate(
             {"case": e.id, "line": e.line, "stage": "case file", "error": e.reason} for e in case_errors
         ]
     backend = backend or make_backend(config)
+    result.models = getattr(backend, "models", None)  # only a backend that runs models reports them
     cache = Path(cache_dir) if cache_dir is not None else None
 
     scored: list[tuple[Case, Path]] = []
@@ -183,7 +222,8 @@ def evaluate(
         result.scores[case.id] = score
         result.cached += hit
         scored.append((case, video))
-    result.warnings = size_warnings([(case, result.scores[case.id]) for case, _ in scored])
+    scored_scores = [(case, result.scores[case.id]) for case, _ in scored]
+    result.warnings = one_warning_per_case(size_warnings(scored_scores) + subject_warnings(scored_scores))
 
     if controls and len(scored) >= 2:
         order = derangement(len(scored))
@@ -214,13 +254,32 @@ def failed_cases(result: EvalResult) -> list[dict]:
     ]
 
 
+def comparability(config: EvalConfig, models: dict[str, str] | None) -> str:
+    """What the run's figures can be compared with: the backend's note (`EvalConfig.comparability`), or
+    for a backend that reports its models, the model behind each role, since figures compare only
+    between runs with the same models."""
+    if models is None:
+        return config.comparability
+    roles = "; ".join(f"{role.replace('_', ' ')}: {model}" for role, model in models.items())
+    return f"{config.backend} backend with {roles}"
+
+
+def unavailable_figures(summary: dict, models: dict[str, str] | None) -> dict[str, str]:
+    """Why each model-only figure without a value has none: what the backend ran in its role
+    (`models`, e.g. "not used (no --clip given)"), or for a backend without models the offline note."""
+    reasons = UNAVAILABLE_OFFLINE if models is None else {name: models[name] for name in UNAVAILABLE_OFFLINE}
+    return {name: reason for name, reason in reasons.items() if summary[name]["mean"] is None}
+
+
 def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note: str | None = None) -> dict:
     """The metrics.json document: `num_cases` = `num_scored` + `num_failed`."""
     summary = summarise(list(result.scores.values()))
     failed = failed_cases(result)
+    line = comparability(config, result.models)
     payload = {
         "backend": config.backend,
-        "comparability": config.comparability if note is None else f"{config.comparability}; {note}",
+        "comparability": line if note is None else f"{line}; {note}",
+        "models": result.models,
         "config": config.to_json(),
         "config_fingerprint": config.fingerprint(),
         "sources": sources,
@@ -246,7 +305,7 @@ def metrics_payload(result: EvalResult, config: EvalConfig, sources: dict, note:
             "other_controls": "the same model given another case's references, and the untrained model: generate "
             "those videos and put the runs side by side with --compare",
         },
-        "unavailable": {k: v for k, v in UNAVAILABLE_OFFLINE.items() if summary[k]["mean"] is None},
+        "unavailable": unavailable_figures(summary, result.models),
         "cases": {case_id: score.to_json() for case_id, score in sorted(result.scores.items())},
     }
     return payload

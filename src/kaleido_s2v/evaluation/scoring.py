@@ -29,6 +29,7 @@ from kaleido_s2v.evaluation.references import (
 
 MIN_FRAMES = 2  # motion amplitude, smoothness and direction compare frames
 MIN_SIDE = 16  # px: the optical-flow window (15 px, motion.flow_metrics) must fit in a frame
+SUBJECT_NOT_FOUND = "subject not found in the reference"
 
 
 class Backend(Protocol):
@@ -45,7 +46,9 @@ class Backend(Protocol):
     analysis_width: int | None
     presence_threshold_applies: bool
 
-    def subject_mask(self, reference: ReferenceImage) -> np.ndarray: ...
+    def subject_mask(self, reference: ReferenceImage) -> np.ndarray | None:
+        """(h, w) bool subject mask of the reference; None when the subject was not found in it."""
+
     def features(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list: ...
     def similarity_matrix(self, a: list, b: list) -> np.ndarray: ...
     def candidates(
@@ -71,8 +74,9 @@ class SubjectScore:
     presence: float
     identity_correct: bool
     copy_paste: float  # fraction of sampled frames
-    decoupling: float | None  # None: the reference has no background
+    decoupling: float | None  # None: the reference has no background, or its subject was not found
     no_background: bool
+    subject_found: bool  # False: SUBJECT_NOT_FOUND, so whether it has a background is unknown
     expected_direction: str | None
     observed_direction: str | None
     motion_correct: bool | None
@@ -95,6 +99,7 @@ class VideoScore:
     presence: float
     decoupling: float | None
     no_background_references: int
+    subject_not_found_references: int
     identity_accuracy: float
     attribute_swap: bool | None  # None for single-subject cases
     motion_accuracy: float | None
@@ -185,8 +190,12 @@ def score_video(
         frames, name = _read_frames(Path(video)), str(Path(video))
     check_video_fit(len(frames), frames.shape[2], frames.shape[1], name)
     references = [load_reference(ref.path, ref.label) for ref in case.references]
+    found = []
     for reference in references:
-        reference.subject = backend.subject_mask(reference)
+        mask = backend.subject_mask(reference)
+        found.append(mask is not None)
+        # Without its subject, the whole reference stands for it in the features and copy-paste.
+        reference.subject = mask if mask is not None else np.ones(reference.image.shape[:2], bool)
 
     amplitude, smoothness = flow_metrics(frames, width=config.flow_width, max_pairs=config.flow_pairs)
     indices = sample_indices(len(frames), config.num_frames)
@@ -240,11 +249,13 @@ def score_video(
         iou_hits = [
             c is not None and mask_iou(c.mask, placed[r][0]) >= config.copy_paste_iou for c in best[r]
         ]
-        no_background = has_no_background(
+        # The no-background rule reads the pixels outside the subject: without a subject, neither the
+        # rule nor decoupling can be judged.
+        no_background = found[r] and has_no_background(
             reference, reference.subject, config.white_tolerance, config.no_background_fraction
         )
         decoupling = None
-        if not no_background:
+        if found[r] and not no_background:
             reference_background = ~placed[r][0] & placed[r][1]  # letterbox bars never count
             similarities = [
                 backend.background_similarity(
@@ -264,6 +275,7 @@ def score_video(
                 copy_paste=float(np.mean(iou_hits)),
                 decoupling=decoupling,
                 no_background=bool(no_background),
+                subject_found=found[r],
                 expected_direction=expected,
                 observed_direction=observed,
                 motion_correct=None if expected is None else observed == expected,
@@ -286,6 +298,7 @@ def score_video(
         presence=float(np.mean([s.presence for s in subjects])),
         decoupling=float(np.mean(decoupled)) if decoupled else None,
         no_background_references=int(sum(s.no_background for s in subjects)),
+        subject_not_found_references=int(sum(not s.subject_found for s in subjects)),
         identity_accuracy=float(np.mean([s.identity_correct for s in subjects])),
         attribute_swap=_attribute_swap(crop_similarity) if len(references) > 1 else None,
         motion_accuracy=float(np.mean(judged)) if judged else None,

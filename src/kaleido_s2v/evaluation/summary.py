@@ -13,6 +13,7 @@ CASE_COLUMNS = (
     "consistency",
     "decoupling",
     "no_background_references",
+    "subject_not_found_references",
     "presence",
     "identity_accuracy",
     "attribute_swap",
@@ -46,12 +47,14 @@ def summarise(scores: list[VideoScore]) -> dict:
     """Run-level figures, each `{"mean": value or None, "n": count it is over}`.
 
     Per-case means for consistency, presence, motion and model scores; subject-pooled for
-    decoupling (null references left out, their count given), identity, motion accuracy and
-    copy-paste; multi-subject cases for the attribute-swap rate.
+    decoupling (null references left out, each reason's count given: no background, or the subject
+    not found in the reference), identity, motion accuracy and copy-paste; multi-subject cases for the
+    attribute-swap rate.
     """
     subjects = [s for score in scores for s in score.subjects]
     decoupling = _mean([s.decoupling for s in subjects if s.decoupling is not None])
     decoupling["no_background_references"] = sum(s.no_background for s in subjects)
+    decoupling["subject_not_found_references"] = sum(not s.subject_found for s in subjects)
     swaps = [score.attribute_swap for score in scores if score.attribute_swap is not None]
     return {
         "consistency": _mean([score.consistency for score in scores]),

@@ -55,8 +55,16 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise seed (a case's own seed wins; default 0)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--offload", action="store_true", help="model CPU offload for small GPUs")
-    parser.add_argument("--vae-tiling", action="store_true", help="decode the video in tiles (less memory)")
+    parser.add_argument(
+        "--offload",
+        action="store_true",
+        help="model CPU offload for small GPUs: each model moves to the GPU only while it runs (needs a GPU)",
+    )
+    parser.add_argument(
+        "--vae-tiling",
+        action="store_true",
+        help="VAE encode and decode in 256-px tiles (less memory; smaller frames are not tiled)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",

@@ -63,6 +63,8 @@ class LoadedModel:
     fingerprint: str
     dtype: str
     device: str
+    offload: str | None  # "model": diffusers' model CPU offload; None: every model stays on `device`
+    vae_tiling: bool
 
 
 @dataclass
@@ -136,14 +138,17 @@ def load_model(
 ) -> LoadedModel:
     """Load a diffusers-format folder or a release folder (detected from its contents).
 
-    device: see `resolve_device`. dtype: "bf16" | "fp16" | "fp32" (default bf16 on a GPU, fp32 on CPU);
-    the VAE stays fp32. offload: diffusers' model CPU offload (needs a GPU). vae_tiling: decode in tiles
-    (less memory).
+    device: see `resolve_device`. dtype: "bf16" | "fp16" | "fp32" (default bf16 on a GPU, fp32 on CPU)
+    for the transformer and the text encoder; the VAE stays fp32. offload: diffusers' model CPU offload
+    (`check_offload`). vae_tiling: diffusers' tiled VAE encode and decode (less memory; it tiles only
+    frames larger than its 256-px tiles).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist")
     device = resolve_device(device)
+    if offload:
+        check_offload(device)  # before minutes of loading
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is unknown; use one of {sorted(DTYPES)}")
@@ -158,14 +163,26 @@ def load_model(
             "folder (model/, Wan2.1_VAE.pth, umt5-xxl/)"
         )
     if offload:
-        if torch.device(device).type == "cpu":
-            raise ValueError("--offload moves models between CPU and GPU; it needs a GPU (device 'cuda')")
         pipeline.enable_model_cpu_offload(device=device)
     else:
         pipeline.to(device)
     if vae_tiling:
         pipeline.vae.enable_tiling()
-    return LoadedModel(pipeline, path, model_fingerprint(path), dtype, device)
+    return LoadedModel(
+        pipeline, path, model_fingerprint(path), dtype, device, "model" if offload else None, vae_tiling
+    )
+
+
+def check_offload(device: str) -> None:
+    """Model CPU offload keeps each model in CPU memory and moves it to the accelerator only while it
+    runs; on the CPU it would move nothing and save nothing, so it is refused there, as diffusers'
+    `enable_model_cpu_offload()` refuses to run without an accelerator."""
+    if torch.device(device).type == "cpu":
+        raise ValueError(
+            f"--offload moves each model from CPU memory to the GPU while it runs; on device {device} "
+            "every model already runs from CPU memory, so it would save nothing: drop --offload, or use "
+            "--device cuda"
+        )
 
 
 def resolve_parameters(
@@ -177,7 +194,8 @@ def resolve_parameters(
 ) -> dict:
     """Every parameter a generation uses: each setting resolved by `GenerationConfig.override` (the
     `settings` given over the model's generation_config), the scheduler preset the model samples with,
-    and the prompt's token count (`prompt_tokens`; `prompt_truncated` when it exceeds max_sequence_length)."""
+    the prompt's token count (`prompt_tokens`; `prompt_truncated` when it exceeds max_sequence_length),
+    and how the model runs (`dtype`, `device`, `offload`, `vae_tiling`; recorded, not compared on resume)."""
     pipeline = model.pipeline
     config = pipeline.generation_config.override(**asdict(settings))
     sha256 = []
@@ -198,6 +216,8 @@ def resolve_parameters(
         "seed": seed,
         "dtype": model.dtype,
         "device": model.device,
+        "offload": model.offload,
+        "vae_tiling": model.vae_tiling,
         "prompt_tokens": prompt_tokens,
         "prompt_truncated": prompt_tokens > config.max_sequence_length,
         "kaleido_s2v_version": __version__,
