@@ -31,6 +31,14 @@ def bikes_path() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def real_footage(tmp_path_factory) -> dict:
+    """The fixed real-footage set (tests/data/real_footage.py): videos/, labels/ and ground truth."""
+    from data.real_footage import build_real_footage
+
+    return build_real_footage(tmp_path_factory.mktemp("real_footage"))
+
+
 EASY_SCENE = dict(width=64, height=64, fps=8.0, num_shots=3, frames_per_shot=24, motions=("left", "right"))
 
 

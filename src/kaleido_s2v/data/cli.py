@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -54,11 +56,19 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     summary = run_pipeline(config, progress=not args.no_progress)
     print(format_funnel(summary.funnel))
+    _print_hint(summary.funnel)
     print(
         f"{len(summary.exported)} samples in {summary.run_dir / config.export.folder}; "
         f"{len(summary.shards)} shard(s); {summary.executed} stage calls run, the rest reused from the manifest"
     )
     return 0
+
+
+def _print_hint(funnel: dict) -> None:
+    """The funnel's hint on what to change (`split`'s, when every shot was too short), if it has one."""
+    hint = funnel.get("split", {}).get("hint")
+    if hint:
+        print(f"hint: {hint}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -68,6 +78,7 @@ def _report(args: argparse.Namespace) -> int:
     text, sheet = report(run_dir, samples=args.samples, out=args.out)
     print(f"run {run_dir}")
     print(text)
+    _print_hint(json.loads((Path(run_dir) / "funnel.json").read_text(encoding="utf-8")))
     print(f"contact sheet: {sheet}" if sheet else "no exported pairs: no contact sheet")
     return 0
 

@@ -31,6 +31,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kaleido_s2v.common.atomic import write_json_atomic
 from kaleido_s2v.common.hashing import file_sha256
 from kaleido_s2v.data.config import STAGE_NAMES, PipelineConfig
@@ -43,7 +45,7 @@ from kaleido_s2v.data.stages.filter import FilterStage
 from kaleido_s2v.data.stages.probe import ProbeStage
 from kaleido_s2v.data.stages.references import ReferencesStage
 from kaleido_s2v.data.stages.segment import SegmentStage
-from kaleido_s2v.data.stages.split import SplitStage
+from kaleido_s2v.data.stages.split import SplitConfig, SplitStage, clip_windows
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 STAGE_CLASSES = {
@@ -483,6 +485,9 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunSummary:
     exported, shards = finalized.exported, finalized.shards
     manifest.compact()
     funnel = funnel_report(stages, rows_of, refused=len(finalized.refused))
+    hint = too_short_hint(config.split, shot_lengths(rows_of))
+    if hint:
+        funnel["split"]["hint"] = hint
     write_json_atomic(run_dir / "funnel.json", funnel)
     write_json_atomic(
         run_dir / "run.json",
@@ -509,3 +514,41 @@ def funnel_report(stages: list[Stage], rows_of: dict[str, dict[str, dict]], refu
         entry = {"in": len(rows), "kept": statuses.get(OK, 0), "dropped": dict(sorted(reasons.items()))}
         funnel[stage.name] = {**entry, **stage.funnel_details(rows)}
     return funnel
+
+
+def shot_lengths(rows_of: dict[str, dict[str, dict]]) -> list[tuple[int, float, int]]:
+    """(frames, source fps as `probe` measured it, clips cut) of every shot `split` found in a video
+    whose frame rate is known."""
+    lengths = []
+    for item_id, row in rows_of["split"].items():
+        fps = json.loads(rows_of["probe"][item_id]["data"])["fps"]
+        shots = json.loads(row["data"]).get("shots", []) if fps > 0 else []
+        lengths += [(shot["end"] - shot["start"], fps, shot["clips"]) for shot in shots]
+    return lengths
+
+
+def too_short_hint(split: SplitConfig, lengths: list[tuple[int, float, int]]) -> str:
+    """The funnel's hint when shots were found and none gave a clip (all `too_short`); else "".
+
+    It names the settings to change, the span of the clip they ask for, the shortest and longest shot
+    in seconds, and the largest `split.num_frames` (4k+1) whose clip fits the longest shot at
+    `split.fps`, by the clip rules themselves (`clip_windows` on that shot at its mean frame rate).
+    """
+    if not lengths or any(clips for _, _, clips in lengths):
+        return ""
+    seconds = sorted(frames / fps for frames, fps, _ in lengths)
+    frames, fps, _ = max(lengths, key=lambda length: length[0] / length[1])
+    times = np.arange(frames) / fps
+    fitting = [
+        n
+        for n in range(1, split.num_frames, 4)
+        if clip_windows(times, 0, frames, split.skip_frames, n, split.fps, 1)
+    ]
+    largest = f"at most {fitting[-1]} fits the longest shot" if fitting else "none fits the longest shot"
+    return (
+        f"all {len(lengths)} shots are too short for one clip: split.num_frames {split.num_frames} at "
+        f"split.fps {split.fps:g} spans {(split.num_frames - 1) / split.fps:.2f} s (plus split.skip_frames "
+        f"{split.skip_frames} at each end of a shot), and the shots last {seconds[0]:.2f} s (shortest) to "
+        f"{seconds[-1]:.2f} s (longest). Lower split.num_frames (4k+1; {largest}) or split.fps, "
+        "or give longer shots."
+    )

@@ -4,14 +4,21 @@ Pairing modes (docs/contracts.md#3-cross-pairing-and-procedural-scenes):
 - `cross_shot` (default): the reference comes from a clip of a different shot of the same source video.
 - `same_shot`: from another clip of the same shot whose keyframe lies at least `min_gap_frames`
   source frames outside the target clip.
-- `naive`: the ablation's baseline: a box crop *with its background* from the target clip's own keyframe.
+- `naive`: the ablation's leaky baseline. It promises exactly this: each reference is a box crop *with
+  its background* from the target clip's own keyframe (`source.background` names the target clip).
+In `cross_shot` and `same_shot` mode a reference never carries the target clip's background: a
+`cutout` or `pose` is on white, and an `opencv` `inpainted` one sits on a clean plate from a shot
+other than the target's (`ReferencesStage._plate`), never from the target's own shot, whose frames all
+show its background; where the video has no such clip (`same_shot` on a single shot), `inpainted` is
+not offered. Each reference's `source.background` names the clip frame its background comes from
+(null: white or repainted).
 Subjects are matched by label (`match: label`) or by colour-histogram similarity (`match: appearance`,
 for offline detections that carry no class names).
 
 Each subject gets one variant, drawn from `variants` with the item's seed:
 - `cutout`: the subject cut out on white;
 - `inpainted`: the subject kept pixel for pixel, everything else replaced: `opencv` composites it on a
-  clean plate (another shot's keyframe with its subjects removed by `cv2.inpaint`); `flux_fill`
+  clean plate (another shot's keyframe with its subjects removed by `cv2.inpaint`, see above); `flux_fill`
   repaints the rest with the FluxFill wrapper;
 - `pose`: `geometric` flips/rotates/scales the cut-out; `model` calls the pose wrapper.
 """
@@ -45,7 +52,7 @@ VARIANTS = ("cutout", "inpainted", "pose")
 
 @dataclass(frozen=True)
 class ReferencesConfig:
-    mode: str = "cross_shot"
+    mode: str = "cross_shot"  # "cross_shot" | "same_shot" | "naive" (the leaky baseline)
     match: str = "label"  # "label" | "appearance"
     min_similarity: float = 0.5  # histogram intersection, appearance matching
     min_gap_frames: int = 8  # same_shot mode
@@ -129,11 +136,20 @@ def clean_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
 
 
 PlateSource = tuple[dict, dict]  # (a clip item, its filter data): whose keyframe gives the clean plate
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends, pixels
+Reference = tuple[np.ndarray, dict]  # (picture (h, w, 3) uint8, its entry in meta's `subjects`)
+
+
+def frame_source(clip: dict, frame: int) -> dict:
+    """Where pixels come from: {video, shot, frame (source frame index), clip (item id)}."""
+    return {"video": clip["video_id"], "shot": clip["shot"], "frame": frame, "clip": clip["id"]}
 
 
 class InpaintOnCleanPlate:
     """`opencv`: the subject pasted pixel for pixel on a clean plate (`clean_plate` of another shot's
-    keyframe), resized to the subject's frame when the sizes differ."""
+    keyframe, see `ReferencesStage._plate`), resized to the subject's frame when the sizes differ."""
+
+    uses_plate = True  # the picture's background is the plate clip's keyframe
 
     def __init__(self, config: ReferencesConfig):
         """Nothing to set."""
@@ -154,6 +170,8 @@ class InpaintOnCleanPlate:
 class InpaintWithFluxFill:
     """`flux_fill`: the FluxFill wrapper repaints everything but the (slightly dilated) subject with
     `inpaint_prompt`; the model loads on the first subject."""
+
+    uses_plate = False  # the background is repainted, not taken from any clip
 
     def __init__(self, config: ReferencesConfig):
         require_model_path(ReferencesStage.name, "flux_fill", config.inpaint_model_path)
@@ -235,14 +253,20 @@ class ReferencesStage(Stage):
 
     # ---------------------------------------------------------------------------------------- pairing
 
-    def _candidates(self, item: dict, context: Context) -> list[tuple[dict, dict]]:
+    @staticmethod
+    def _siblings(item: dict, context: Context) -> list[tuple[dict, dict]]:
+        """(sibling item, its upstream data) of every other clip of the video that kept subjects, by id."""
+        return [
+            context.siblings[sibling_id]
+            for sibling_id in sorted(context.siblings)
+            if sibling_id != item["id"] and "filter" in context.siblings[sibling_id][1]
+        ]
+
+    def _candidates(self, item: dict, context: Context) -> list[PlateSource]:
         """(sibling item, its filter data) that may provide references, in a fixed order."""
         out = []
         lo, hi = min(item["source_frames"]), max(item["source_frames"])
-        for sibling_id in sorted(context.siblings):
-            sibling, upstream = context.siblings[sibling_id]
-            if sibling_id == item["id"] or "filter" not in upstream:
-                continue
+        for sibling, upstream in self._siblings(item, context):
             if self.config.mode == "cross_shot" and sibling["shot"] != item["shot"]:
                 out.append((sibling, upstream["filter"]))
             elif self.config.mode == "same_shot" and sibling["shot"] == item["shot"]:
@@ -269,83 +293,120 @@ class ReferencesStage(Stage):
                     best, best_score = (sibling, filtered, index), similarity
         return best
 
+    def _plate(self, item: dict, partner: PlateSource, plates: list[PlateSource]) -> PlateSource | None:
+        """The clip whose keyframe gives the clean plate of an `inpainted` reference taken from `partner`.
+
+        The rule: never a clip of the target's shot, in either pairing mode. Every frame of a shot shows
+        the target clip's background (pixel for pixel under a still camera), so a plate from another
+        time window of that shot would hand the background back. A clip of a third shot is preferred,
+        else the partner's own clip when its shot differs from the target's; None when the video has
+        neither (`same_shot` mode on a video with one shot that reached this stage).
+        `plates`: every sibling clip with subjects (any shot), in a fixed order.
+        """
+        shot = partner[0]["shot"]
+        others = [p for p in plates if p[0]["shot"] not in (item["shot"], shot)]
+        if others:
+            return others[0]
+        return partner if shot != item["shot"] else None
+
+    def _offered(self, plate: PlateSource | None) -> tuple[str, ...]:
+        """`variants`, less `inpainted` when its backend pastes on a clean plate and there is none (a
+        subject offered nothing gets no reference)."""
+        if plate is None and self._inpaint is not None and self._inpaint.uses_plate:
+            return tuple(v for v in self.config.variants if v != "inpainted")
+        return self.config.variants
+
+    def _picture(
+        self,
+        variant: str,
+        image: np.ndarray,
+        subject: dict,
+        crop: Box,
+        plate: PlateSource | None,
+        context: Context,
+        seed: int,
+    ) -> tuple[np.ndarray, str, dict | None]:
+        """(reference picture, backend, source of its background or None) of one variant of `subject`
+        (its filter entry) in `image` (H, W, 3).
+
+        `crop` is the subject's padded box in `image`; a posed subject is cropped to its new mask
+        instead. Backgrounds: white (`cutout`, `pose`), the plate clip's keyframe (`inpainted` with a
+        backend that `uses_plate`) or repainted (None, `flux_fill`).
+        """
+        mask = rle_decode(subject["mask"])
+        if variant == "cutout":
+            return cutout_on_white(image, mask, crop), "cutout", None
+        if variant == "pose":
+            posed, posed_mask = self._pose(image, mask, seed, subject["label"])
+            box = mask_box(posed_mask) or subject["box"]
+            posed_crop = padded_box(list(box), self.config.padding, *image.shape[:2])
+            return cutout_on_white(posed, posed_mask, posed_crop), self.config.pose_backend, None
+        x0, y0, x1, y1 = crop
+        picture = self._inpaint(image, mask, plate, context, seed)[y0:y1, x0:x1]
+        background = frame_source(plate[0], plate[1]["source_frame"]) if self._inpaint.uses_plate else None
+        return picture, self.config.inpaint_backend, background
+
     # ---------------------------------------------------------------------------------------- run
+
+    def _naive_references(self, item: dict, context: Context, subjects: list[dict]) -> list[Reference]:
+        """Box crops of the target clip's own keyframe, background included: the leak is the point."""
+        image = read_keyframe(context.run_dir, item)
+        here = frame_source(item, context.upstream["filter"]["source_frame"])
+        out = []
+        for s in subjects:
+            x0, y0, x1, y1 = crop = padded_box(s["box"], self.config.padding, *image.shape[:2])
+            entry = {"label": s["label"], "variant": "naive", "backend": "box_crop"}
+            entry["source"] = {**here, "crop": list(crop), "background": here}
+            out.append((image[y0:y1, x0:x1], entry))
+        return out
+
+    def _paired_references(self, item: dict, context: Context, subjects: list[dict]) -> list[Reference]:
+        """Each subject's partner from another clip (`_candidates`, `_match`), as its drawn variant."""
+        c = self.config
+        candidates = self._candidates(item, context)
+        plates = [(sibling, upstream["filter"]) for sibling, upstream in self._siblings(item, context)]
+        used: set = set()
+        decoded: dict[str, np.ndarray] = {}
+        out = []
+        for index, s in enumerate(subjects):
+            found = self._match(s, candidates, used)
+            if found is None:
+                continue
+            sibling, filtered, k = found
+            plate = self._plate(item, (sibling, filtered), plates)
+            offered = self._offered(plate)
+            if not offered:
+                continue
+            used.add((sibling["id"], k))
+            other = filtered["subjects"][k]
+            if sibling["id"] not in decoded:
+                decoded[sibling["id"]] = read_keyframe(context.run_dir, sibling)
+            image = decoded[sibling["id"]]
+            subject_seed = (int(item["seed"]) * 1000003 + index) % (2**32)
+            variant = offered[int(np.random.default_rng(subject_seed).integers(len(offered)))]
+            # meta records the subject's box in its source frame, whatever the variant makes of it
+            crop = padded_box(other["box"], c.padding, *image.shape[:2])
+            picture, backend, background = self._picture(
+                variant, image, other, crop, plate, context, subject_seed
+            )
+            entry = {"label": s["label"], "variant": variant, "backend": backend}
+            entry["source"] = {**frame_source(sibling, filtered["source_frame"]), "crop": list(crop)}
+            entry["source"]["background"] = background
+            out.append((picture, entry))
+        return out
 
     def run(self, item: dict, context: Context) -> StageResult:
         c = self.config
-        target = context.upstream["filter"]
-        seed = int(item["seed"])
-        subjects = target["subjects"][: c.max_references]
-        references, images = [], []
+        subjects = context.upstream["filter"]["subjects"][: c.max_references]
         if c.mode == "naive":
-            image = read_keyframe(context.run_dir, item)
-            for s in subjects:
-                x0, y0, x1, y1 = padded_box(s["box"], c.padding, *image.shape[:2])
-                images.append(image[y0:y1, x0:x1])
-                references.append(
-                    {
-                        "label": s["label"],
-                        "variant": "naive",
-                        "backend": "box_crop",
-                        "source": {
-                            "video": item["video_id"],
-                            "shot": item["shot"],
-                            "frame": target["source_frame"],
-                            "clip": item["id"],
-                        },
-                    }
-                )
+            pairs = self._naive_references(item, context, subjects)
         else:
-            candidates = self._candidates(item, context)
-            used: set = set()
-            decoded: dict[str, np.ndarray] = {}
-            for index, s in enumerate(subjects):
-                found = self._match(s, candidates, used)
-                if found is None:
-                    continue
-                sibling, filtered, k = found
-                used.add((sibling["id"], k))
-                other = filtered["subjects"][k]
-                if sibling["id"] not in decoded:
-                    decoded[sibling["id"]] = read_keyframe(context.run_dir, sibling)
-                image, mask = decoded[sibling["id"]], rle_decode(other["mask"])
-                subject_seed = (seed * 1000003 + index) % (2**32)
-                variant = c.variants[int(np.random.default_rng(subject_seed).integers(len(c.variants)))]
-                crop = padded_box(other["box"], c.padding, *image.shape[:2])
-                if variant == "cutout":
-                    picture, backend = cutout_on_white(image, mask, crop), "cutout"
-                elif variant == "pose":
-                    posed, posed_mask = self._pose(image, mask, subject_seed, other["label"])
-                    box = mask_box(posed_mask) or other["box"]
-                    crop = padded_box(list(box), c.padding, *image.shape[:2])
-                    picture = cutout_on_white(posed, posed_mask, crop)
-                    backend = c.pose_backend
-                else:
-                    plates = [cand for cand in candidates if cand[0]["shot"] != sibling["shot"]] or [
-                        (sibling, filtered)
-                    ]
-                    picture = self._inpaint(image, mask, plates[0], context, subject_seed)
-                    x0, y0, x1, y1 = crop
-                    picture, backend = picture[y0:y1, x0:x1], c.inpaint_backend
-                images.append(picture)
-                references.append(
-                    {
-                        "label": s["label"],
-                        "variant": variant,
-                        "backend": backend,
-                        "source": {
-                            "video": item["video_id"],
-                            "shot": sibling["shot"],
-                            "frame": filtered["source_frame"],
-                            "clip": sibling["id"],
-                            "crop": list(crop),  # (x0, y0, x1, y1) of the reference in that frame
-                        },
-                    }
-                )
-        if not references:
+            pairs = self._paired_references(item, context, subjects)
+        if not pairs:
             return StageResult.reject(
                 "no_cross_pair" if c.mode != "naive" else "no_subject", {"mode": c.mode}
             )
+        images, references = [p[0] for p in pairs], [p[1] for p in pairs]
         artifacts = {}
         for index, (picture, ref) in enumerate(zip(images, references, strict=True), start=1):
             path, relative = context.new_artifact(f"ref{index}.png")
