@@ -1,10 +1,12 @@
 """The offline backend: no model weights, only colour histograms, HOG and SSIM (OpenCV, scikit-image).
 
-Localisation never compares whole frames: in each sampled frame, proposals come from (a) colour
-back-projection of the reference subject's histogram (Swain & Ballard's ratio histogram, so
-colours common in the frame but rare in the subject are suppressed) and (b) motion against the
-per-pixel temporal median of the sampled frames; each proposal is then ranked by its similarity
-to the reference subject. Its figures are labelled "not comparable" to model-backed ones.
+Appearance is compared over each subject's whole mask and over its interior (`interior`), reference
+and proposals alike. A reference with a background is segmented by GrabCut anchored on its centre
+(`reference_seeds`). Localisation never compares whole frames: in each sampled frame, proposals come
+from (a) colour back-projection of the reference subject's histogram (Swain & Ballard's ratio
+histogram, so colours common in the frame but rare in the subject are suppressed) and (b) motion
+against the per-pixel temporal median of the sampled frames; each proposal is then ranked by its
+similarity to the reference subject. Its figures are labelled "not comparable" to model-backed ones.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kaleido_s2v.data.mask_cleanup import solid_subject
 from kaleido_s2v.evaluation.candidates import Candidate
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.references import ReferenceImage, near_white
@@ -21,6 +24,8 @@ EVAL_EXTRA = 'pip install "kaleido-s2v[eval]"'
 CROP_SIZE = 64
 HIST_BINS = 8  # per RGB channel: 512 bins; RGB rather than hue so white, grey and black subjects work
 MAX_PROPOSALS_PER_SOURCE = 8
+INTERIOR = 0.6  # a subject's interior: the ellipse inscribed in this central share of its box
+CORE = 0.05  # half-axes of a reference's surely-subject centre, fractions of its height and width
 
 
 def _cv2():
@@ -32,13 +37,21 @@ def _cv2():
 
 
 @dataclass
-class OfflineFeature:
+class Appearance:
     """Appearance of a masked crop: colour histogram (512,) summing to 1, unit HOG vector, and a
     (64, 64) grey crop in [0, 1] for SSIM."""
 
     histogram: np.ndarray
     hog: np.ndarray
     gray: np.ndarray
+
+
+@dataclass
+class OfflineFeature:
+    """A subject's appearance over its whole mask and over its `interior`."""
+
+    whole: Appearance
+    interior: Appearance
 
 
 def colour_histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -96,7 +109,29 @@ def _blurred_colours(crop: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> 
     return np.clip(total / np.maximum(weight, 1e-6)[..., None], 0, 255).astype(np.uint8)
 
 
+def interior(mask: np.ndarray) -> np.ndarray:
+    """The subject's interior: the pixels of `mask` (H, W) bool inside the ellipse inscribed in the
+    central `INTERIOR` of its box (the whole mask when that leaves nothing). A segmentation's errors
+    sit at its rim, where a reference's own background leaks in and where a video's proposal takes
+    in its surroundings; interior to interior compares subject with subject."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return mask
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    ry, rx = INTERIOR * (y1 - y0) / 2, INTERIOR * (x1 - x0) / 2
+    inside = ((yy - (y0 + y1) / 2) / ry) ** 2 + ((xx - (x0 + x1) / 2) / rx) ** 2 <= 1
+    inner = np.zeros_like(mask, dtype=bool)
+    inner[y0:y1, x0:x1] = inside & mask[y0:y1, x0:x1]
+    return inner if inner.any() else mask
+
+
 def offline_feature(image: np.ndarray, mask: np.ndarray) -> OfflineFeature:
+    """The subject under `mask` (H, W) bool in `image` (H, W, 3), whole and interior."""
+    return OfflineFeature(whole=appearance(image, mask), interior=appearance(image, interior(mask)))
+
+
+def appearance(image: np.ndarray, mask: np.ndarray) -> Appearance:
     from skimage.feature import hog
 
     crop, crop_mask = masked_crop(image, mask)
@@ -105,7 +140,7 @@ def offline_feature(image: np.ndarray, mask: np.ndarray) -> OfflineFeature:
         gray, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), feature_vector=True
     )
     norm = np.linalg.norm(descriptor)
-    return OfflineFeature(
+    return Appearance(
         histogram=colour_histogram(_blurred_colours(crop, crop_mask), crop_mask),
         hog=(descriptor / norm if norm > 0 else descriptor).astype(np.float32),
         gray=gray,
@@ -113,6 +148,13 @@ def offline_feature(image: np.ndarray, mask: np.ndarray) -> OfflineFeature:
 
 
 def offline_similarity(a: OfflineFeature, b: OfflineFeature) -> float:
+    """In [0, 1]: the mean of the whole subjects' and the interiors' `appearance_similarity`. A
+    reference whose own background leaked into its mask still matches its subject on the interior,
+    and the whole keeps the outline, which tells a ball from a square of the same colours."""
+    return (appearance_similarity(a.whole, b.whole) + appearance_similarity(a.interior, b.interior)) / 2
+
+
+def appearance_similarity(a: Appearance, b: Appearance) -> float:
     """Mean of colour-histogram intersection, HOG cosine (clipped at 0) and SSIM (clipped at 0): in [0, 1]."""
     from skimage.metrics import structural_similarity
 
@@ -124,7 +166,8 @@ def offline_similarity(a: OfflineFeature, b: OfflineFeature) -> float:
 
 def offline_subject_mask(reference: ReferenceImage, white_tolerance: int) -> np.ndarray:
     """The reference's subject without a model: its alpha where it has one; the non-white pixels
-    when its border is mostly white (a cut-out on white); otherwise GrabCut from an inset box."""
+    when its border is mostly white (a cut-out on white); otherwise GrabCut from `reference_seeds`,
+    reduced to one solid part (`mask_cleanup.solid_subject`)."""
     cv2 = _cv2()
     image = reference.image
     height, width = image.shape[:2]
@@ -142,25 +185,37 @@ def offline_subject_mask(reference: ReferenceImage, white_tolerance: int) -> np.
     small = cv2.resize(
         image, (max(2, round(width * scale)), max(2, round(height * scale))), interpolation=cv2.INTER_AREA
     )
-    sh, sw = small.shape[:2]
-    rect = (max(1, sw // 10), max(1, sh // 10), max(1, sw - 2 * (sw // 10)), max(1, sh - 2 * (sh // 10)))
-    grab = np.zeros((sh, sw), np.uint8)
+    grab = reference_seeds(*small.shape[:2])
     cv2.setRNGSeed(0)
     cv2.grabCut(
         cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
         grab,
-        rect,
+        None,
         np.zeros((1, 65), np.float64),
         np.zeros((1, 65), np.float64),
         3,
-        cv2.GC_INIT_WITH_RECT,
+        cv2.GC_INIT_WITH_MASK,
     )
     small_mask = ((grab == cv2.GC_FGD) | (grab == cv2.GC_PR_FGD)).astype(np.uint8)
-    mask = cv2.resize(small_mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    mask = solid_subject(cv2.resize(small_mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0)
     if not mask.any():  # GrabCut found nothing: fall back to the inset box itself
         mask = np.zeros((height, width), bool)
         mask[height // 10 : height - height // 10, width // 10 : width - width // 10] = True
     return mask
+
+
+def reference_seeds(height: int, width: int) -> np.ndarray:
+    """GrabCut's starting labels (height, width) uint8 for a reference with a background: the border
+    (a tenth of each side) is background, the inset box probably subject, and a small central ellipse
+    (`CORE` of each side across) surely subject. A reference centres its subject, so the core anchors
+    GrabCut's subject colours on it rather than on whatever fills most of the inset box."""
+    cv2 = _cv2()
+    seeds = np.full((height, width), cv2.GC_BGD, np.uint8)
+    seeds[height // 10 : height - height // 10, width // 10 : width - width // 10] = cv2.GC_PR_FGD
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    core = ((yy - height / 2) / (CORE * height)) ** 2 + ((xx - width / 2) / (CORE * width)) ** 2 <= 1
+    seeds[core] = cv2.GC_FGD
+    return seeds
 
 
 def _components(mask: np.ndarray, min_area: int) -> list[np.ndarray]:

@@ -1,8 +1,12 @@
 """Stage `filter`: keep the subjects (and clips) worth training on; every rejection has a reason.
 
-Clip reasons: `dark`, `blurry`, `no_subject_kept`. Subject reasons: `empty_mask`, `too_small`,
-`too_large`, `fragmented`, `overlap`, `no_face` (a person-like label without a detected face),
-`low_similarity` (image–text similarity of the crop and its label, `clip` backend only).
+Clip reasons: `dark`, `blurry`, `camera_motion` (the camera's net motion over the clip, `detect`'s
+`camera_motion`, moves the frame's corners by more than `max_camera_motion` of its diagonal on
+average), `no_subject_kept`. Subject reasons: `empty_mask`, `too_small`, `too_large`, `fragmented`,
+`mostly_background` (less than `min_motion_share` of the mask's pixels lie in the detector's motion
+region: most of it did not move with the subject; only for detections that carry a motion region),
+`overlap`, `no_face` (a person-like label without a detected face), `low_similarity` (image–text
+similarity of the crop and its label, `clip` backend only).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kaleido_s2v.data.camera_motion import CameraMotion
 from kaleido_s2v.data.masks import box_iou, rle_decode
 from kaleido_s2v.data.stages.base import (
     Context,
@@ -39,6 +44,11 @@ class FilterConfig:
     require_face_for_people: bool = True
     dark_threshold: float = 20.0  # mean luma below this rejects the clip
     blur_threshold: float = 5.0  # Laplacian variance below this rejects the clip
+    # mean travel of the frame's corners over the clip, fraction of its diagonal; a slow pan (a third
+    # of the frame in 2 s) is about 0.3: beyond 0.5 too little of the keyframe stays in view for the
+    # residual motion to tell subjects from background
+    max_camera_motion: float = 0.5
+    min_motion_share: float = 0.5  # share of a subject's mask inside its motion region
     min_similarity: float = 0.2  # clip backend
     model_path: str | None = None
     device: str = "cpu"
@@ -61,6 +71,12 @@ def largest_part_share(mask: np.ndarray) -> float:
     if count <= 1:
         return 0.0
     return float(stats[1:, cv2.CC_STAT_AREA].max() / mask.sum())
+
+
+def motion_share(mask: np.ndarray, region: np.ndarray) -> float:
+    """Share of the mask's pixels (both (H, W) bool) that lie in the detector's motion region."""
+    total = int(mask.sum())
+    return float((mask & region).sum() / total) if total else 0.0
 
 
 def is_person(label: str) -> bool:
@@ -137,6 +153,8 @@ class FilterStage(Stage):
             "luma": round(float(grey.mean()), 3),
             "sharpness": round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 3),
         }
+        camera = CameraMotion.from_json(detected["camera_motion"])
+        quality["camera_travel"] = round(camera.travel(image.shape[1], image.shape[0]), 4)
         base = {
             "keyframe": detected["keyframe"],
             "source_frame": detected["source_frame"],
@@ -146,6 +164,8 @@ class FilterStage(Stage):
             return StageResult.reject("dark", base)
         if quality["sharpness"] < c.blur_threshold:
             return StageResult.reject("blurry", base)
+        if quality["camera_travel"] > c.max_camera_motion:
+            return StageResult.reject("camera_motion", base)
         frame_area = image.shape[0] * image.shape[1]
         candidates, rejected = [], []
         for d, rle in zip(detected["detections"], segmented["masks"], strict=True):
@@ -160,6 +180,8 @@ class FilterStage(Stage):
                 reason = "too_large"
             elif 1 - largest_part_share(mask) > c.max_fragments_share:
                 reason = "fragmented"
+            elif "hint" in d and motion_share(mask, rle_decode(d["hint"])) < c.min_motion_share:
+                reason = "mostly_background"
             elif c.require_face_for_people and is_person(d["label"]):
                 x0, y0, x1, y1 = (int(round(v)) for v in d["box"])
                 if not detect_faces(image[y0:y1, x0:x1]):
@@ -169,7 +191,7 @@ class FilterStage(Stage):
             else:
                 candidates.append(
                     {
-                        **{k: d[k] for k in ("label", "box", "score")},
+                        **{k: d[k] for k in ("label", "box", "score", "faces") if k in d},
                         "mask": rle,
                         "area": round(float(area), 6),
                     }

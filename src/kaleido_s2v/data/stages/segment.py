@@ -1,7 +1,8 @@
 """Stage `segment`: one mask per detected subject on the keyframe.
 
 Backends: `grabcut` (offline: OpenCV GrabCut seeded by the box, and by the motion region when the
-detector found one), `ground_truth` (the procedural scene's masks), `sam` (the SAM wrapper, box prompts).
+detector found one, then made one solid part), `ground_truth` (the procedural scene's masks), `sam`
+(the SAM wrapper, box prompts).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kaleido_s2v.data.mask_cleanup import solid_subject
 from kaleido_s2v.data.masks import rle_decode, rle_encode
 from kaleido_s2v.data.stages.base import (
     Context,
@@ -110,23 +112,19 @@ class SegmentFromGroundTruth:
 
 
 class SegmentWithGrabCut:
-    """OpenCV GrabCut in each box of the keyframe, seeded by the detector's motion region if any."""
+    """OpenCV GrabCut in each box of the keyframe, seeded by the detector's motion region if any, made
+    one solid part (`mask_cleanup.solid_subject`)."""
 
     def __init__(self, config: SegmentConfig):
         self.iterations, self.max_side = config.iterations, config.max_side
 
     def __call__(self, item: dict, context: Context, detected: dict) -> Masks:
         image = read_keyframe(context.run_dir, item)
-        masks = [
-            grabcut(
-                image,
-                tuple(d["box"]),
-                rle_decode(d["hint"]) if "hint" in d else None,
-                self.iterations,
-                max_side=self.max_side,
-            )
-            for d in detected["detections"]
-        ]
+        masks = []
+        for d in detected["detections"]:
+            hint = rle_decode(d["hint"]) if "hint" in d else None
+            mask = grabcut(image, tuple(d["box"]), hint, self.iterations, max_side=self.max_side)
+            masks.append(solid_subject(mask))
         return masks, ""
 
 
