@@ -97,38 +97,58 @@ def test_flow_metrics_of_a_one_frame_video_are_none_and_a_shift_is_measured():
     assert smoothness > 0.95
 
 
-def test_summary_leaves_null_decoupling_out_and_counts_it(tmp_path):
+def test_summary_leaves_null_decoupling_out_and_counts_each_reason(tmp_path):
     from kaleido_s2v.evaluation.scoring import SubjectScore, VideoScore
 
-    def subject(decoupling):
-        return SubjectScore("x", 0.5, 1.0, True, 0.0, decoupling, decoupling is None, None, None, None)
+    def subject(decoupling, found=True):
+        return SubjectScore(
+            label="x",
+            consistency=0.5,
+            presence=1.0,
+            identity_correct=True,
+            copy_paste=0.0,
+            decoupling=decoupling,
+            no_background=decoupling is None and found,
+            subject_found=found,
+            expected_direction=None,
+            observed_direction=None,
+            motion_correct=None,
+        )
 
     def video(subjects):
         return VideoScore(
-            "c",
-            "v",
-            "offline",
-            9,
-            64,
-            64,
-            [0],
-            subjects,
-            0.5,
-            1.0,
-            None,
-            0,
-            1.0,
-            None,
-            None,
-            0.0,
-            0.0,
-            1.0,
-            None,
-            None,
+            case_id="c",
+            video="v",
+            backend="offline",
+            num_frames=9,
+            width=64,
+            height=64,
+            sampled_frames=[0],
+            subjects=subjects,
+            consistency=0.5,
+            presence=1.0,
+            decoupling=None,
+            no_background_references=0,
+            subject_not_found_references=0,
+            identity_accuracy=1.0,
+            attribute_swap=None,
+            motion_accuracy=None,
+            copy_paste=0.0,
+            motion_amplitude=0.0,
+            motion_smoothness=1.0,
+            text_alignment=None,
+            aesthetics=None,
         )
 
-    summary = summarise([video([subject(None), subject(0.4)]), video([subject(0.8)])])
-    assert summary["decoupling"] == {"mean": pytest.approx(0.6), "n": 2, "no_background_references": 1}
+    summary = summarise(
+        [video([subject(None), subject(0.4)]), video([subject(0.8), subject(None, found=False)])]
+    )
+    assert summary["decoupling"] == {
+        "mean": pytest.approx(0.6),
+        "n": 2,
+        "no_background_references": 1,
+        "subject_not_found_references": 1,
+    }
     assert summary["attribute_swap_rate"] == {"mean": None, "n": 0}
     assert summary["text_alignment"]["mean"] is None
 
