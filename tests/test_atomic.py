@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kaleido_s2v.common.atomic import atomic_path, write_text_atomic
+from kaleido_s2v.common import atomic
+from kaleido_s2v.common.atomic import atomic_path, is_temporary, write_text_atomic
 
 
 def test_a_failed_write_leaves_a_same_named_file_of_the_user_alone(tmp_path):
@@ -28,6 +29,56 @@ def test_temporaries_are_unique_and_created_by_the_call(tmp_path):
         first.write_text("1")
         second.write_text("2")
     assert target.read_text() == "1"  # each block renames on its own exit: the outer one finished last
+
+
+def _names_drawn(monkeypatch, *tokens):
+    """Make the temporaries' random parts come out as `tokens`, in order."""
+    drawn = iter(tokens)
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda nbytes: next(drawn))
+
+
+@pytest.mark.parametrize("directory", [False, True], ids=["file", "folder"])
+def test_a_temporary_name_that_is_taken_is_never_reused(tmp_path, monkeypatch, directory):
+    """Even when the random name collides with something already there, the call creates its own."""
+    target = tmp_path / ("out" if directory else "clip.mp4")
+    taken = tmp_path / (".out.aaaaaaaa.tmp" if directory else ".clip.aaaaaaaa.tmp.mp4")
+    if directory:
+        taken.mkdir()
+        (taken / "notes.txt").write_text("someone else's")
+    else:
+        taken.write_text("someone else's")
+    _names_drawn(monkeypatch, "aaaaaaaa", "bbbbbbbb")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target, directory=directory) as temporary:
+            assert temporary.name == taken.name.replace("aaaaaaaa", "bbbbbbbb")
+            raise RuntimeError("boom")
+    assert (taken / "notes.txt" if directory else taken).read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name]
+
+
+def test_a_failed_folder_replacement_puts_the_old_folder_back(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_replace = atomic.os.replace
+
+    def replace(source, destination):
+        if (atomic.Path(source) / "new.txt").exists():  # moving the new content onto the target
+            raise OSError("disk full")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_path(target, directory=True, replace_folder=True) as staging:
+            (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_only_hidden_names_with_tmp_are_temporaries():
+    assert is_temporary(".clip.1f2e3d4c.tmp.mp4") and is_temporary(".out.1f2e3d4c.tmp")
+    assert not is_temporary("clip.tmp.mp4")  # a user's file, named like the old temporaries
+    assert not is_temporary(".clip.mp4") and not is_temporary("clip.mp4")
 
 
 def test_a_folder_write_keeps_an_existing_foreign_staging_folder(tmp_path):

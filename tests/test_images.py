@@ -49,6 +49,15 @@ def test_16_bit_grey_keeps_the_high_byte(tmp_path):
     assert np.asarray(image)[0, :, 0].tolist() == EIGHT_BIT  # 32768 -> 128, not 255
 
 
+def test_32_bit_grey_is_clipped_to_16_bits_before_its_high_byte_is_kept():
+    values = np.array([[70000, -5, 65535, 256, 255]], np.int32)  # PIL mode "I" holds any int32
+    grey = Image.fromarray(values)
+    assert grey.mode == "I"
+    image = to_8bit(grey)
+    assert image.mode == "RGB"
+    assert np.asarray(image)[0, :, 0].tolist() == [255, 0, 255, 1, 0]  # not 70000 >> 8 = 273 wrapped to 17
+
+
 @pytest.mark.parametrize(("colour_type", "mode"), [(2, "RGB"), (6, "RGBA"), (4, "RGBA")])
 def test_16_bit_colour_and_grey_alpha_keep_the_high_byte(colour_type, mode):
     channels = {2: 3, 6: 4, 4: 2}[colour_type]

@@ -148,7 +148,9 @@ def test_run_executor_ray_flag_runs_in_ray_workers_with_the_local_result(
     assert f"{len(ray_samples)} samples in" in out
 
 
-def test_run_workers_zero_on_the_command_line_is_an_error_not_the_configs_value(easy_scenes, tmp_path, capsys):
+def test_run_workers_zero_on_the_command_line_is_an_error_not_the_configs_value(
+    easy_scenes, tmp_path, capsys
+):
     config = _write_config(tmp_path / "run.yaml", easy_scenes, run_dir=str(tmp_path / "run"))
     assert main(["data", "run", str(config), "--workers", "0", "--no-progress"]) == 2
     assert "workers must be >= 1, got 0" in capsys.readouterr().err

@@ -58,6 +58,30 @@ def test_embedder_similarity_is_cosine_of_the_loaded_dinov2(tiny_eval_models, ba
     similarity = backend.similarity_matrix(a, a)
     assert similarity.shape == (2, 2) and similarity[0, 0] == pytest.approx(1.0, abs=1e-5)
     assert np.all((similarity >= 0) & (similarity <= 1))
+    # Each entry is the clipped cosine of its own pair, not a value that holds for any pair.
+    expected = np.clip(np.stack(a) @ np.stack(a).T, 0.0, 1.0)
+    assert np.allclose(similarity, expected, atol=1e-6)
+    assert similarity[0, 1] == pytest.approx(similarity[1, 0], abs=1e-6)
+    green = backend.features([green_background()], [np.ones(green_background().shape[:2], bool)])
+    across = backend.similarity_matrix(a, green)
+    assert across.shape == (2, 1) and across[0, 0] < 0.999  # a ball is not a green field
+
+
+def test_similarity_matrix_is_the_clipped_cosine_of_each_pair_in_order():
+    # Known unit embeddings: the matrix is exactly their pairwise cosines, negatives clipped to 0.
+    backend = ModelBackend(detector=object(), segmenter=None, embedder=object())
+    x, y, z = np.eye(3, dtype=np.float32)
+    diagonal = ((x + z) / np.sqrt(2)).astype(np.float32)
+    a, b = [x, y], [y, diagonal, -x, x]
+    similarity = backend.similarity_matrix(a, b)
+    expected = [[0.0, 1 / np.sqrt(2), 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
+    assert similarity.shape == (2, 4) and similarity.dtype == np.float64
+    assert np.allclose(similarity, expected, atol=1e-6)
+    # Rows follow `a` and columns follow `b`: permuting either permutes the matrix the same way.
+    assert np.allclose(backend.similarity_matrix(a[::-1], b), similarity[::-1], atol=1e-6)
+    assert np.allclose(backend.similarity_matrix(a, b[::-1]), similarity[:, ::-1], atol=1e-6)
+    assert backend.similarity_matrix([], b).shape == (0, 4)
+    assert backend.similarity_matrix(a, []).shape == (2, 0)
 
 
 def test_model_backend_needs_a_detector_and_an_embedder(tiny_eval_models):

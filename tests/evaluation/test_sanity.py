@@ -18,7 +18,7 @@ from evaluation.eval_scenes import (
 )
 from kaleido_s2v.common.cases import Case, CaseReference
 from kaleido_s2v.common.video_io import read_video
-from kaleido_s2v.evaluation.candidates import mask_iou
+from kaleido_s2v.evaluation.candidates import Candidate, mask_iou
 from kaleido_s2v.evaluation.config import EvalConfig
 from kaleido_s2v.evaluation.scoring import score_video
 
@@ -214,3 +214,105 @@ def test_real_footage_finds_a_subject_cropped_from_it_and_not_an_absent_one(tmp_
     assert absent.presence == 0.0 and absent.consistency == 0.0
     assert not absent.no_background and absent.decoupling is not None  # a photo has a background
     assert score.motion_amplitude > 1e-3 and 0.9 < score.motion_smoothness <= 1.0
+
+
+class _Scripted:
+    """A backend whose similarities and masks the test sets frame by frame, so each rule of
+    docs/contracts.md#14-metrics-controls-and-ablations meets numbers on and around its threshold.
+
+    similarities[r][f]: the similarity of reference r's candidate in frame f to each reference;
+    masks[r][f]: that candidate's mask. A feature is a key naming whose crop (or reference) it is.
+    """
+
+    name = "scripted"
+    analysis_width = None
+    presence_threshold_applies = True
+
+    def __init__(self, similarities, masks):
+        self.similarities, self.masks = similarities, masks
+        self.keys: dict[int, tuple] = {}
+
+    def subject_mask(self, reference):
+        mask = np.ones(reference.image.shape[:2], bool)  # the whole image: no background
+        self.keys[id(mask)] = ("reference", sum(key[0] == "reference" for key in self.keys.values()))
+        return mask
+
+    def candidates(self, frames, references):
+        found = []
+        for r in range(len(references)):
+            row = []
+            for f in range(len(frames)):
+                mask = self.masks[r][f]
+                self.keys[id(mask)] = ("crop", r, f)
+                ys, xs = np.nonzero(mask)
+                row.append([Candidate((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), mask, 1.0)])
+            found.append(row)
+        return found
+
+    def features(self, images, masks):
+        return [self.keys[id(mask)] for mask in masks]
+
+    def similarity_matrix(self, a, b):
+        return np.array([[self.similarities[x[1]][x[2]][y[1]] for y in b] for x in a], dtype=np.float64)
+
+    def background_similarity(self, *args):
+        raise AssertionError("references without background have no decoupling")
+
+    def text_alignment(self, frames, prompt):
+        return None
+
+    def aesthetics(self, frames):
+        return None
+
+
+def test_presence_identity_and_copy_paste_thresholds_on_their_boundaries(ball_reference):
+    """Presence counts a similarity >= 0.5, identity needs the own reference strictly closest in at
+    least half the frames, copy-paste counts an IoU >= 0.8 with the letterboxed reference."""
+    frames = np.stack([green_background()] * 4)  # (4, 96, 128, 3): every frame is sampled
+    # The 48x48 reference letterboxed into 96x128 is the 96x96 square at columns 16..111.
+    placed = np.zeros((96, 128), bool)
+    placed[:, 16:112] = True
+
+    def columns(start, stop):
+        mask = np.zeros((96, 128), bool)
+        mask[:, start:stop] = True
+        return mask
+
+    ball_masks = [
+        columns(16, 100),  # IoU 84 / 96 = 0.875
+        columns(0, 120),  # IoU 96 / 120 = 0.8, exactly the threshold
+        columns(16, 88),  # IoU 72 / 96 = 0.75
+        columns(16, 64),  # IoU 0.5, but not present in this frame
+    ]
+    ball_similarities = [
+        [0.9, 0.2],  # present, own reference closest
+        [0.7, 0.7],  # present, a tie: not closest
+        [0.6, 0.3],  # present, own reference closest
+        [0.4, 0.45],  # under the presence threshold
+    ]
+    other_similarities = [
+        [0.2, 0.9],  # own closest
+        [0.8, 0.8],  # tie
+        [0.9, 0.5],  # exactly at the presence threshold: present, but closer to the ball
+        [0.8, 0.8],  # tie
+    ]
+    backend = _Scripted(
+        [ball_similarities, other_similarities], [ball_masks, [placed.copy() for _ in range(4)]]
+    )
+    case = Case(
+        id="rules",
+        prompt="a ball and a ball",
+        references=[CaseReference(ball_reference, "ball"), CaseReference(ball_reference, "other")],
+    )
+    score = score_video(frames, case, EvalConfig(num_frames=4), backend=backend)
+    ball, other = score.subjects
+    assert score.sampled_frames == [0, 1, 2, 3]
+    assert (ball.presence, other.presence) == (0.75, 1.0)
+    assert ball.consistency == pytest.approx((0.9 + 0.7 + 0.6) / 4)
+    assert other.consistency == pytest.approx((0.9 + 0.8 + 0.5 + 0.8) / 4)
+    assert ball.identity_correct is True  # closest in 2 of 4 frames: half counts
+    assert other.identity_correct is False  # closest in 1 of 4: ties do not count
+    assert score.identity_accuracy == 0.5
+    assert ball.copy_paste == 0.5  # frames 0 and 1 (IoU 0.875 and 0.8); frame 2 (0.75) is under
+    assert other.copy_paste == 1.0
+    assert ball.decoupling is None and ball.no_background

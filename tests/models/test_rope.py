@@ -2,7 +2,12 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-from kaleido_s2v.models.rope import ReferenceRotaryPosEmbed, reference_offset, token_positions
+from kaleido_s2v.models.rope import (
+    ReferenceRotaryPosEmbed,
+    check_positions_fit,
+    reference_offset,
+    token_positions,
+)
 
 
 def test_video_positions_are_frame_row_column():
@@ -45,3 +50,28 @@ def test_lookup_matches_wan_rotary_for_a_video_alone():
     assert torch.equal(cos, wan_cos) and torch.equal(sin, wan_sin)
     # Head dim 128 splits into t/h/w = 44/42/42 channels.
     assert (ours.t_dim, ours.h_dim, ours.w_dim) == (44, 42, 42)
+
+
+@pytest.mark.parametrize(
+    "video_grid, reference_grids, policy, fits",
+    [
+        ((1, 4, 4), [(20, 4)], "kaleido", True),  # reaches 80 + 20 - 1 = 99: the last row of a 100-table
+        ((1, 4, 4), [(21, 4)], "kaleido", False),  # reaches 100
+        ((1, 4, 4), [(4, 20)], "kaleido", True),
+        ((1, 4, 4), [(4, 21)], "kaleido", False),
+        ((1, 100, 4), [], "kaleido", True),  # video positions 0..99
+        ((1, 101, 4), [], "kaleido", False),
+        ((1, 2, 2), [(1, 1)] * 100, "none", True),  # reference 99 sits at temporal position 99
+        ((1, 2, 2), [(1, 1)] * 101, "none", False),
+    ],
+)
+def test_positions_fit_exactly_up_to_the_last_row_of_the_table(video_grid, reference_grids, policy, fits):
+    """The largest position check_positions_fit accepts is the table's last row, and it equals the
+    largest entry token_positions actually produces."""
+    reach = int(token_positions(video_grid, reference_grids, policy).max())
+    assert fits == (reach < 100)
+    if fits:
+        check_positions_fit(video_grid, reference_grids, policy, table_size=100)
+    else:
+        with pytest.raises(ValueError, match="100 (temporal )?positions"):
+            check_positions_fit(video_grid, reference_grids, policy, table_size=100)

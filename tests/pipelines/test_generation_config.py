@@ -67,6 +67,18 @@ def test_wan_unipc_preset_uses_wan_sigmas_with_shift_5():
     assert scheduler.sigmas[-1] == 0.0
 
 
+@pytest.mark.parametrize("preset", ["kaleido_euler", "wan_unipc"])
+def test_the_resolved_shift_wins_over_the_one_the_scheduler_was_built_with(preset):
+    scheduler = make_scheduler(preset, shift=2.0)
+    set_scheduler_sigmas(scheduler, 8, shift=3.0)
+    assert scheduler_shift(scheduler) == 3.0
+    u = np.linspace(1, 0 if preset == "kaleido_euler" else 1 / 1000, 9)[:-1]
+    expected = 3.0 * u / (1 + 2.0 * u)
+    # diffusers' UniPC nudges sigma 1 by 1e-6 (see the Wan test above); Euler keeps it.
+    np.testing.assert_allclose(scheduler.sigmas[:-1].double().numpy(), expected, atol=2e-6)
+    assert scheduler.sigmas[-1] == 0.0
+
+
 def test_release_defaults():
     config = GenerationConfig()
     assert (config.height, config.width, config.num_frames, config.fps) == (512, 896, 81, 16)

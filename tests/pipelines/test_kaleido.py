@@ -43,14 +43,16 @@ def test_guidance_one_runs_only_the_conditional_branch(pipe, reference_files):
         assert [tuple(r.shape) for r in call["reference_latents"]] == [(1, 16, 1, 8, 8)] * 2
 
 
-def test_guidance_combines_both_branches_of_one_forward_by_the_formula(pipe, reference_files):
+# Every scale but 1 guides, scales below 1 too (0 keeps the negative branch alone); 1 is the one shortcut.
+@pytest.mark.parametrize("scale", [4.0, 0.5, 0.0])
+def test_guidance_combines_both_branches_of_one_forward_by_the_formula(pipe, reference_files, scale):
     recorder = _Recorder(pipe.transformer)
     noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(3))
     latents = pipe(
         PROMPT,
         reference_images=reference_files,
         negative_prompt="低质量",
-        guidance_scale=4.0,
+        guidance_scale=scale,
         num_inference_steps=1,
         latents=noise.clone(),
         output_type="latent",
@@ -68,7 +70,7 @@ def test_guidance_combines_both_branches_of_one_forward_by_the_formula(pipe, ref
     torch.testing.assert_close(text[:1], pipe.encode_prompt(["低质量"]))
     uncond, cond = call["output"].chunk(2)
     sigmas = shifted_sigmas(1, 7.0)
-    expected = noise + float(sigmas[1] - sigmas[0]) * (uncond + 4.0 * (cond - uncond))
+    expected = noise + float(sigmas[1] - sigmas[0]) * (uncond + scale * (cond - uncond))
     torch.testing.assert_close(latents, expected, atol=1e-6, rtol=0)
 
 

@@ -81,6 +81,19 @@ def test_png_frames_never_replace_a_folder_with_other_files(tmp_path):
     assert (folder / "00000.png").read_bytes() == b"a frame-like name"
 
 
+@pytest.mark.parametrize("photo", ["beach.png", "0001.png", "000001.png", "00000.PNG", "00000.png.bak"])
+def test_only_names_write_png_frames_writes_count_as_frames(tmp_path, photo):
+    """A folder of the user's own PNGs (or other five-digit-like names) is never taken for frames."""
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    (folder / photo).write_bytes(b"the user's picture")
+    with pytest.raises(FileExistsError, match="not PNG frames"):
+        check_output(folder, overwrite=True)
+    with pytest.raises(FileExistsError, match="not PNG frames"):
+        save_frames(_frames(2), folder, fps=8)
+    assert [p.name for p in folder.iterdir()] == [photo]
+
+
 @pytest.mark.parametrize("name", [".", "..", "~"])
 def test_png_frames_refuse_the_working_folder_its_parents_and_home(tmp_path, monkeypatch, name):
     work = tmp_path / "parent" / "work"

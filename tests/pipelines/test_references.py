@@ -29,6 +29,9 @@ def _solid(width: int, height: int, colour=(10, 120, 40)) -> Image.Image:
         ((50, 50), (64, 96), (64, 64)),  # square into a wide video
         ((100, 30), (64, 96), (96, 28)),  # r = 3.33 > 1.5: (W, int(W / r)) = (96, int(28.8))
         ((37, 100), (64, 96), (23, 64)),  # r = 0.37: (int(H * r), H) = (int(23.68), 64)
+        # r == W / H is not r > W / H: (int(H * r), H) = (int(144.0), 112); the other branch would
+        # give (W, int(W / r)) = (144, int(111.99999999999999)) = (144, 111).
+        ((216, 168), (112, 144), (144, 112)),
     ],
 )
 def test_fit_size_follows_the_spec_formula_with_truncation(image_size, video_hw, expected_size):

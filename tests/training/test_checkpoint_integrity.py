@@ -7,7 +7,15 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from kaleido_s2v.training.checkpoint_integrity import COMPLETE_MARKER, read_marker
+from kaleido_s2v.common.atomic import write_json_atomic
+from kaleido_s2v.training.checkpoint_integrity import (
+    COMPLETE_MARKER,
+    describe_files,
+    digest_problems,
+    read_marker,
+    size_problems,
+    write_complete_marker,
+)
 from kaleido_s2v.training.checkpointing import find_latest_checkpoint
 from kaleido_s2v.training.datasets import save_latent_examples
 from kaleido_s2v.training.trainer import Trainer
@@ -58,6 +66,43 @@ def test_the_marker_lists_every_file_with_size_and_digest(tmp_path):
         set(files) == on_disk == {".metadata", "__0_0.distcp", "rng-rank0.safetensors", "trainer_state.json"}
     )
     assert all(files[name]["bytes"] == (folder / name).stat().st_size for name in files)
+
+
+def test_size_and_digest_checks_on_a_hand_made_folder(tmp_path):
+    """Each check on its own, without a training run: sizes catch a changed length, digests catch the
+    same length with other bytes, and each share hashes only its files (file i goes to share i % shares)."""
+    folder = tmp_path / "step-00000001"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"12345678")
+    (folder / "b.bin").write_bytes(b"xy")
+    write_complete_marker(folder, describe_files([folder / "a.bin", folder / "b.bin"]))
+    assert size_problems(folder) == [] and digest_problems(folder, 0, 1) == []
+
+    (folder / "a.bin").write_bytes(b"1234")
+    assert size_problems(folder) == ["a.bin has 4 bytes, 8 were written"]
+    (folder / "a.bin").write_bytes(b"87654321")
+    assert size_problems(folder) == []  # same length: only the digest tells
+    assert digest_problems(folder, 0, 1) == ["a.bin does not have the sha256 it was written with"]
+    assert digest_problems(folder, 0, 2) == ["a.bin does not have the sha256 it was written with"]
+    assert digest_problems(folder, 1, 2) == []  # b.bin is intact and a.bin is share 0's
+    (folder / "b.bin").unlink()
+    assert size_problems(folder) == ["b.bin is missing"]
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"format": 1, "files": {}},
+        {"format": 2, "files": {"a.bin": {"bytes": 1, "sha256": "0"}}},
+        {"format": 1, "files": ["a.bin"]},
+    ],
+    ids=["lists-nothing", "other-format", "files-not-a-mapping"],
+)
+def test_a_marker_that_lists_nothing_or_another_format_does_not_make_a_checkpoint(tmp_path, marker):
+    (tmp_path / "a.bin").write_bytes(b"x")
+    write_json_atomic(tmp_path / COMPLETE_MARKER, marker)
+    assert read_marker(tmp_path) is None
+    assert size_problems(tmp_path)[0].startswith(f"no readable {COMPLETE_MARKER}")
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))

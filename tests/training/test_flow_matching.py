@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from kaleido_s2v.training.flow_matching import (
     timesteps_from_sigma,
     tokens_per_frame,
 )
-from kaleido_s2v.training.trainer import Trainer
+from kaleido_s2v.training.trainer import Trainer, sample_seed
 from training.training_helpers import latent_dataset, tiny_config
 
 
@@ -90,3 +91,64 @@ def test_caption_dropout_uses_empty_states_and_reference_dropout_removes_one_slo
     assert torch.all(batch.text_states == 0)  # the dataset's empty-caption states are zeros
     assert len(batch.reference_latents) == 1
     assert torch.equal(batch.reference_latents[0], torch.stack([e.reference_latents[0] for e in examples]))
+
+
+def _shift_by_the_formula(latent_height: int, latent_width: int) -> float:
+    """docs/model.md#4-flow-matching-training: s = exp(mu),
+    mu = 0.5 + (1.15 - 0.5) * (n - 256) / (4096 - 256), n = (H_lat / 2) * (W_lat / 2) tokens per latent frame."""
+    tokens = (latent_height // 2) * (latent_width // 2)
+    return math.exp(0.5 + (1.15 - 0.5) * (tokens - 256) / (4096 - 256))
+
+
+def _sigma_by_the_formula(shift: float, seed: int, step: int, position: int) -> float:
+    """sigma = s * u / (1 + (s - 1) * u), u = sigmoid(n), n ~ N(0, 1) from the sample's own generator
+    (seeded by (seed, step, position); its caption-dropout draw comes first), in fp32."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, step, 0, position))
+    torch.rand(1, generator=generator)  # the caption-dropout draw
+    n = torch.randn(1, generator=generator, dtype=torch.float32).item()
+    u = 1.0 / (1.0 + math.exp(-n))
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def _shift_that_gave(sigma: float, shift_free_sigma: float) -> float:
+    """The s with s * u / (1 + (s - 1) * u) == sigma, for u = the unshifted draw (s = 1)."""
+    u = shift_free_sigma
+    return sigma * (1.0 - u) / (u * (1.0 - sigma))
+
+
+@pytest.mark.parametrize("setting", ["auto", 3.0])
+def test_drawn_sigmas_follow_the_shift_formula_and_the_recorded_shift_is_the_one_used(tmp_path, setting):
+    dataset = latent_dataset(num_clips=3, size=8)  # 8x8 latents: 16 tokens per frame
+    expected_shift = _shift_by_the_formula(8, 8) if setting == "auto" else 3.0
+    config = tiny_config(tmp_path, max_steps=2, micro_batch_size=3, shift=setting)
+    trainer = Trainer(config, dataset=dataset)
+
+    # The sigmas of one micro-batch, for a fixed (seed, step, position): exactly the formula's values.
+    _, _, sigma = trainer._prepare([dataset[i] for i in range(3)], step=5, first_position=2, drop_slot=None)
+    expected = [_sigma_by_the_formula(expected_shift, config.seed, 5, 2 + i) for i in range(3)]
+    assert sigma.tolist() == pytest.approx(expected, rel=1e-6)
+    unshifted = [_sigma_by_the_formula(1.0, config.seed, 5, 2 + i) for i in range(3)]
+    assert sigma.tolist() != pytest.approx(unshifted, rel=1e-3)  # the shift moved every one of them
+
+    # The sigmas train() actually feeds the loss, step by step, and the shift the export records.
+    drawn = []
+    original_loss = trainer._loss
+
+    def recording_loss(batch, noise, sigma):
+        drawn.append(sigma.clone())
+        return original_loss(batch, noise, sigma)
+
+    trainer._loss = recording_loss
+    trainer.train()
+    assert len(drawn) == 2
+    for step, sigmas in enumerate(drawn):
+        expected = [_sigma_by_the_formula(expected_shift, config.seed, step, i) for i in range(3)]
+        assert sigmas.tolist() == pytest.approx(expected, rel=1e-6)
+    record = json.loads((tmp_path / "final" / "training_state.json").read_text())["shift"]
+    assert record == {"setting": setting, "values": {"64x64": pytest.approx(expected_shift, rel=1e-9)}}
+    used = [
+        _shift_that_gave(s, _sigma_by_the_formula(1.0, config.seed, step, i))
+        for step, sigmas in enumerate(drawn)
+        for i, s in enumerate(sigmas.tolist())
+    ]
+    assert used == pytest.approx([record["values"]["64x64"]] * 6, rel=1e-4)

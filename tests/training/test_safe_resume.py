@@ -129,6 +129,33 @@ def test_resume_refuses_a_crafted_non_tensor_value_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+# Hand-made pickles (protocol 0) that call a function when loaded, harmless ones: torch.manual_seed(1234)
+# is a torch attribute that is not a dtype; eval, getattr and os.system are what an attack would use.
+_CALLS_A_TORCH_FUNCTION = b"ctorch\nmanual_seed\n(I1234\ntR."
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (_CALLS_A_TORCH_FUNCTION, r"asks to build torch\.manual_seed"),
+        (b"cbuiltins\neval\n(V1 + 1\ntR.", r"asks to build builtins\.eval"),
+        (b"cbuiltins\ngetattr\n(cos\nenviron\nVcopy\ntR.", r"asks to build builtins\.getattr"),
+        (b"cos\nsystem\n(Vtrue\ntR.", r"asks to build os\.system"),
+        (pickle.dumps(torch.float32), "holds a dtype, not DCP metadata"),  # an allowed class, alone
+        (pickle.dumps([1, 2]), "holds a list, not DCP metadata"),
+    ],
+    ids=["torch-function", "eval", "getattr", "os-system", "dtype", "list"],
+)
+def test_metadata_reader_builds_only_dtypes_from_torch_and_returns_only_metadata(tmp_path, payload, message):
+    """No checkpoint needed: the reader alone, on a hand-made `.metadata`."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / ".metadata").write_bytes(payload)
+    torch.manual_seed(7)
+    with pytest.raises(UnsafeCheckpointError, match=message):
+        SafeFileSystemReader(tmp_path / "ckpt").read_metadata()
+    assert torch.initial_seed() == 7  # nothing ran
+
+
 def test_safe_reader_and_planner_load_plain_values(tmp_path):
     """What the allow-lists accept still loads: tensors, numbers, tuples, lists, strings."""
     saved = {"weight": torch.arange(6.0).reshape(2, 3), "betas": (0.9, 0.99), "name": "adamw", "ids": [1, 2]}

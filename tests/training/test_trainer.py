@@ -5,7 +5,7 @@ import torch
 
 from kaleido_s2v.models.checkpoints import load_transformer
 from kaleido_s2v.training.checkpointing import find_latest_checkpoint
-from kaleido_s2v.training.trainer import Trainer, build_transformer, lr_lambda
+from kaleido_s2v.training.trainer import Trainer, build_transformer, lr_lambda, sample_seed
 from training.training_helpers import latent_dataset, tiny_config
 
 
@@ -90,6 +90,30 @@ def test_stage_two_starts_from_stage_one_export_with_a_fresh_optimizer(tmp_path)
     for name, tensor in weights(stage1).items():
         assert torch.equal(tensor, weights(stage2)[name]), name
     assert stage2.step == 0 and not stage2.optimizer.state
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_reference_dropout_removes_one_slot_on_the_steps_its_draw_says(tmp_path, probability):
+    """docs/model.md#4-flow-matching-training: per step, with probability data.reference_dropout, one
+    reference slot is removed for the whole batch; the draw comes from (seed, step). 0 never drops."""
+    config = tiny_config(tmp_path, max_steps=8, data=dict(caption_dropout=0.0, reference_dropout=probability))
+    trainer = Trainer(config, dataset=latent_dataset(num_clips=2, num_references=2))
+    slots = []
+    original_loss = trainer._loss
+
+    def recording_loss(batch, noise, sigma):
+        slots.append(len(batch.reference_latents))
+        return original_loss(batch, noise, sigma)
+
+    trainer._loss = recording_loss
+    trainer.train()
+    draws = [
+        torch.rand(1, generator=torch.Generator().manual_seed(sample_seed(config.seed, step, 1))).item()
+        for step in range(8)
+    ]
+    assert slots == [1 if draw < probability else 2 for draw in draws]
+    if probability == 0.5:
+        assert 0 < slots.count(1) < 8  # this seed draws both outcomes
 
 
 def test_model_rope_policy_reaches_the_built_transformer(tmp_path):

@@ -55,3 +55,29 @@ def test_bad_boxes(segmenter, chelsea):
         segmenter.segment(chelsea, [(0, 0, float("nan"), 10)])
     clipped = segmenter.segment(chelsea, [(-20, -20, 500, 500)])  # clipped to the image, still one mask
     assert clipped.shape == (1, *chelsea.shape[:2])
+
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def test_pixels_reach_the_model_normalised_with_the_imagenet_mean_and_std(segmenter, monkeypatch):
+    """A flat colour stays flat through any resize, so every image pixel the model sees must be exactly
+    (colour / 255 - mean) / std per channel, for SAM (its processor) and SAM2 (our pre-processing)."""
+    colour = np.array([200, 100, 30])
+    image = np.broadcast_to(colour.astype(np.uint8), (48, 80, 3)).copy()
+    seen = {}
+    original = segmenter.model.forward
+
+    def spy(**inputs):
+        seen.update(inputs)
+        return original(**inputs)
+
+    monkeypatch.setattr(segmenter.model, "forward", spy)
+    segmenter.segment(image, [(10, 10, 40, 30)])
+    pixels = seen["pixel_values"].float()
+    assert pixels.shape[:2] == (1, 3)
+    mean, std = torch.tensor(IMAGENET["mean"]), torch.tensor(IMAGENET["std"])
+    expected = (torch.tensor(colour / 255.0, dtype=torch.float32) - mean) / std  # (3,)
+    # SAM pads its resized image (longest side 64 -> 64x38) at the bottom; the top rows are image.
+    image_part = pixels[0, :, : pixels.shape[2] // 2, :]
+    assert torch.allclose(image_part, expected.view(3, 1, 1).expand_as(image_part), atol=1e-4)
